@@ -1,0 +1,29 @@
+"""The experiment runner's entry point: flags in, the config's job run.
+
+python -m bert_jax.main --config=configs/demo.py --workdir=runs/demo [--config.x=y ...]
+"""
+
+from absl import app, flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (path[:args]).", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for outputs, checkpoints and logs.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+JOBS = ("embed",)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  config = _CONFIG.value
+  if config.job == "embed":
+    from bert_jax import embed
+
+    embed.run(config, _WORKDIR.value)
+  else:
+    raise app.UsageError(f"config.job={config.job!r} is unknown; known jobs: {list(JOBS)}")
+
+
+if __name__ == "__main__":
+  app.run(main)

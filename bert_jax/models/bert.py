@@ -1,0 +1,171 @@
+"""BertModel: embeddings -> encoder (optionally nn.scan over layers, optionally rematerialised) -> pooler.
+
+The model knows no losses; heads.py adds task outputs on top. Parameters are created unscanned
+(`encoder/layer_{i}`) or scanned (`encoder/layers`, a leading `layers` axis of length num_layers);
+`scan_params`/`unscan_params` convert between the two layouts.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bert_jax.models import attention as attention_lib
+from bert_jax.models.config import BertConfig
+from bert_jax.models.layers import Embeddings, EncoderBlock, constrain, dense
+
+Array = jax.Array
+
+_REMAT_POLICIES = {
+  "full": None,  # save nothing: recompute the whole layer in the backward pass
+  "dots": jax.checkpoint_policies.checkpoint_dots,
+  "dots_no_batch": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
+}
+
+
+class _ScanBlock(nn.Module):
+  """EncoderBlock in the (carry, x) -> (carry, y) form nn.scan expects."""
+
+  config: BertConfig
+  deterministic: bool
+
+  @nn.compact
+  def __call__(self, x, mask):
+    block = _block_class(self.config)
+    return block(self.config, name="block")(x, mask, self.deterministic), None
+
+
+def _block_class(config: BertConfig):
+  if config.remat == "none":
+    return EncoderBlock
+  # deterministic (argument 3, counting self) is a Python bool: it must stay static.
+  return nn.remat(EncoderBlock, policy=_REMAT_POLICIES[config.remat], static_argnums=(3,))
+
+
+class BertEncoder(nn.Module):
+  config: BertConfig
+
+  @nn.compact
+  def __call__(self, x: Array, mask: Array | None, deterministic: bool = True) -> Array:
+    c = self.config
+    if c.scan_layers:
+      # One compiled layer body instead of num_layers copies: compile time stops growing with depth.
+      stack = nn.scan(
+        _ScanBlock,
+        variable_axes={"params": 0},
+        split_rngs={"params": True, "dropout": True},
+        in_axes=nn.broadcast,
+        length=c.num_layers,
+        metadata_params={nn.PARTITION_NAME: "layers"},
+      )
+      x, _ = stack(c, deterministic, name="layers")(x, mask)
+      return x
+    block = _block_class(c)
+    for i in range(c.num_layers):
+      x = block(c, name=f"layer_{i}")(x, mask, deterministic)
+    return x
+
+
+def pool(config: BertConfig, hidden: Array, attention_mask: Array, pooler: nn.Module | None) -> Array:
+  if config.pooling == "cls":
+    # BERT's pooler: the [CLS] vector through a dense layer and tanh.
+    return jnp.tanh(pooler(hidden[:, 0]))
+  keep = attention_mask.astype(bool)[..., None]
+  if config.pooling == "mean":
+    total = jnp.sum(jnp.where(keep, hidden, 0).astype(jnp.float32), axis=1)
+    count = jnp.maximum(jnp.sum(keep, axis=1), 1).astype(jnp.float32)
+    return (total / count).astype(hidden.dtype)
+  return jnp.max(jnp.where(keep, hidden, jnp.finfo(hidden.dtype).min), axis=1)
+
+
+class BertModel(nn.Module):
+  """Returns {"last_hidden_state": (B, L, H), "pooler_output": (B, H)}."""
+
+  config: BertConfig
+
+  def setup(self):
+    c = self.config
+    attention_lib.get(c.attention)  # fail at construction with the list of valid names
+    self.embeddings = Embeddings(c)
+    self.encoder = BertEncoder(c)
+    # Only BERT's own pooler has weights; mean/max pooling need none.
+    self.pooler = (
+      dense(c, c.hidden_size, ("embed",), ("embed",), name="pooler") if c.pooling == "cls" else None
+    )
+
+  def __call__(
+    self,
+    input_ids: Array,
+    attention_mask: Array | None = None,
+    token_type_ids: Array | None = None,
+    position_ids: Array | None = None,
+    deterministic: bool = True,
+  ) -> dict[str, Array]:
+    hidden = self.encode(input_ids, attention_mask, token_type_ids, position_ids, deterministic)
+    if attention_mask is None:
+      attention_mask = jnp.ones_like(input_ids)
+    return {
+      "last_hidden_state": hidden,
+      "pooler_output": pool(self.config, hidden, attention_mask, self.pooler),
+    }
+
+  def encode(
+    self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, deterministic=True
+  ) -> Array:
+    c = self.config
+    batch, length = input_ids.shape
+    if length > c.max_position_embeddings:
+      raise ValueError(
+        f"sequence length {length} exceeds max_position_embeddings={c.max_position_embeddings}"
+      )
+    if attention_mask is None:
+      attention_mask = jnp.ones_like(input_ids)
+    if token_type_ids is None:
+      token_type_ids = jnp.zeros_like(input_ids)
+    if position_ids is None:
+      position_ids = jnp.broadcast_to(jnp.arange(length), (batch, length))
+    x = self.embeddings(input_ids, token_type_ids, position_ids, deterministic)
+    mask = attention_lib.padding_mask(attention_mask)
+    x = self.encoder(x, mask, deterministic)
+    return constrain(x, ("batch", "length", "embed"))
+
+  def attend(self, x: Array) -> Array:
+    return self.embeddings.attend(x)
+
+
+# --- scanned <-> unscanned parameter layouts ------------------------------------------------
+
+
+def unscan_params(params, num_layers: int):
+  """encoder/layers/block/<leaf with leading layer axis> -> encoder/layer_{i}/<leaf>. Works on any
+  pytree holding an `encoder` (a BertModel's params or a head model's `bert` subtree)."""
+  return _map_encoder(
+    params,
+    lambda enc: {
+      f"layer_{i}": jax.tree.map(lambda a, i=i: a[i], enc["layers"]["block"]) for i in range(num_layers)
+    },
+  )
+
+
+def scan_params(params, num_layers: int):
+  """encoder/layer_{i}/<leaf> -> encoder/layers/block/<leaf stacked on a leading layer axis>."""
+
+  def stack(enc):
+    missing = [i for i in range(num_layers) if f"layer_{i}" not in enc]
+    if missing:
+      raise ValueError(
+        f"cannot scan params: encoder has no layer(s) {missing} (expected {num_layers} layers)"
+      )
+    layers = [enc[f"layer_{i}"] for i in range(num_layers)]
+    stack_fn = jnp.stack if isinstance(jax.tree.leaves(layers[0])[0], jax.Array) else np.stack
+    return {"layers": {"block": jax.tree.map(lambda *xs: stack_fn(xs), *layers)}}
+
+  return _map_encoder(params, stack)
+
+
+def _map_encoder(tree, fn):
+  if not isinstance(tree, dict):
+    return tree
+  return {k: fn(v) if k == "encoder" else _map_encoder(v, fn) for k, v in tree.items()}

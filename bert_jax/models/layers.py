@@ -1,0 +1,168 @@
+"""BERT's building blocks: embeddings, self-attention, the feed-forward block, one encoder layer.
+
+Every parameter carries logical axis names (`batch`, `length`, `embed`, `mlp`, `heads`, `kv`,
+`vocab`); sharding.py maps them onto a device mesh. Key activations are constrained with the
+same names so XLA keeps the intended layout. Outside a mesh both are no-ops.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from bert_jax.models import attention as attention_lib
+from bert_jax.models.config import BertConfig
+
+Array = jax.Array
+
+
+def dtypes(config: BertConfig):
+  return jnp.dtype(config.dtype), jnp.dtype(config.param_dtype)
+
+
+def kernel_init(config: BertConfig, axes):
+  """BERT initialises every weight from a normal truncated at two standard deviations."""
+  init = nn.initializers.truncated_normal(stddev=config.initializer_range)
+  return nn.with_logical_partitioning(init, axes)
+
+
+def zeros_init(axes):
+  return nn.with_logical_partitioning(nn.initializers.zeros_init(), axes)
+
+
+def activation(config: BertConfig):
+  # BERT's original GELU is exact (erf); "gelu_new" checkpoints use the tanh approximation.
+  return functools.partial(jax.nn.gelu, approximate=config.activation == "gelu_tanh")
+
+
+def constrain(x: Array, axes) -> Array:
+  return nn.with_logical_constraint(x, axes)
+
+
+def layer_norm(config: BertConfig, name: str | None = None) -> nn.LayerNorm:
+  """LayerNorm over `embed`. Flax keeps the statistics in float32 under bf16 compute; the two-pass
+  variance (not E[x²] - E[x]²) is what BERT computes and keeps float32 parity at 1e-6."""
+  dtype, param_dtype = dtypes(config)
+  return nn.LayerNorm(
+    epsilon=config.layer_norm_eps,
+    dtype=dtype,
+    param_dtype=param_dtype,
+    use_fast_variance=False,
+    scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), ("embed",)),
+    bias_init=zeros_init(("embed",)),
+    name=name,
+  )
+
+
+def dense(config: BertConfig, features, in_axes, out_axes, name, axis=-1):
+  dtype, param_dtype = dtypes(config)
+  return nn.DenseGeneral(
+    features=features,
+    axis=axis,
+    dtype=dtype,
+    param_dtype=param_dtype,
+    kernel_init=kernel_init(config, in_axes + out_axes),
+    bias_init=zeros_init(out_axes),
+    name=name,
+  )
+
+
+class Embeddings(nn.Module):
+  """word + learned absolute position + token type (segment), then LayerNorm and dropout."""
+
+  config: BertConfig
+
+  def setup(self):
+    c = self.config
+    dtype, param_dtype = dtypes(c)
+    embed = functools.partial(nn.Embed, features=c.hidden_size, dtype=dtype, param_dtype=param_dtype)
+    self.word_embeddings = embed(
+      num_embeddings=c.vocab_size, embedding_init=kernel_init(c, ("vocab", "embed"))
+    )
+    self.position_embeddings = embed(
+      num_embeddings=c.max_position_embeddings, embedding_init=kernel_init(c, (None, "embed"))
+    )
+    self.token_type_embeddings = embed(
+      num_embeddings=c.type_vocab_size, embedding_init=kernel_init(c, (None, "embed"))
+    )
+    self.layer_norm = layer_norm(c)
+    self.dropout = nn.Dropout(c.dropout_rate)
+
+  def __call__(
+    self, input_ids: Array, token_type_ids: Array, position_ids: Array, deterministic: bool = True
+  ) -> Array:
+    x = (
+      self.word_embeddings(input_ids)
+      + self.position_embeddings(position_ids)
+      + self.token_type_embeddings(token_type_ids)
+    )
+    x = self.layer_norm(x)
+    x = self.dropout(x, deterministic=deterministic)
+    return constrain(x, ("batch", "length", "embed"))
+
+  def attend(self, x: Array) -> Array:
+    """Logits against the word embedding table: the MLM decoder shares these weights."""
+    return self.word_embeddings.attend(x)
+
+
+class SelfAttention(nn.Module):
+  """Multi-head self-attention: project to heads, attend with the configured kernel, merge heads."""
+
+  config: BertConfig
+
+  @nn.compact
+  def __call__(self, x: Array, mask: Array | None, deterministic: bool = True) -> Array:
+    c = self.config
+    project = functools.partial(dense, c, (c.num_heads, c.head_dim), ("embed",), ("heads", "kv"))
+    query = project(name="query")(x)
+    key = project(name="key")(x)
+    value = project(name="value")(x)
+    query, key, value = (constrain(t, ("batch", "length", "heads", "kv")) for t in (query, key, value))
+    dropout_rng = None
+    if not deterministic and c.attention_dropout_rate > 0.0:
+      dropout_rng = self.make_rng("dropout")
+    context = attention_lib.get(c.attention)(
+      query,
+      key,
+      value,
+      mask,
+      dropout_rate=c.attention_dropout_rate,
+      dropout_rng=dropout_rng,
+      deterministic=deterministic,
+    )
+    context = constrain(context, ("batch", "length", "heads", "kv"))
+    out = dense(c, c.hidden_size, ("heads", "kv"), ("embed",), name="out", axis=(-2, -1))(context)
+    return constrain(out, ("batch", "length", "embed"))
+
+
+class Mlp(nn.Module):
+  """The position-wise feed-forward block: dense to mlp_dim, GELU, dense back to hidden_size."""
+
+  config: BertConfig
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    c = self.config
+    h = dense(c, c.mlp_dim, ("embed",), ("mlp",), name="intermediate")(x)
+    h = activation(c)(h)
+    h = constrain(h, ("batch", "length", "mlp"))
+    return dense(c, c.hidden_size, ("mlp",), ("embed",), name="output")(h)
+
+
+class EncoderBlock(nn.Module):
+  """One post-LN Transformer layer, as in BERT: x = LN(x + Attn(x)); x = LN(x + MLP(x))."""
+
+  config: BertConfig
+
+  @nn.compact
+  def __call__(self, x: Array, mask: Array | None, deterministic: bool = True) -> Array:
+    c = self.config
+    drop = nn.Dropout(c.dropout_rate)
+    h = SelfAttention(c, name="attention")(x, mask, deterministic)
+    x = layer_norm(c, "attention_norm")(x + drop(h, deterministic=deterministic))
+    h = Mlp(c, name="mlp")(x)
+    x = layer_norm(c, "mlp_norm")(x + drop(h, deterministic=deterministic))
+    return constrain(x, ("batch", "length", "embed"))

@@ -1,0 +1,306 @@
+"""`bert_jax.from_pretrained(path)`: a pretrained BERT from a HuggingFace folder, a Google TF
+checkpoint folder or a bert_jax export, with its tokenizer, ready to `encode(texts)`.
+
+Formats, detected from the folder's files:
+- HuggingFace: config.json + model.safetensors (preferred) or pytorch_model.bin (+ vocab.txt or tokenizer.json)
+- Google: bert_config.json + bert_model.ckpt.index/.data-* + vocab.txt (read without TensorFlow)
+- bert_jax: bert_jax_config.json + params.safetensors (bert_jax's own parameter tree) + tokenizer files
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import glob
+import logging
+import os
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bert_jax import convert, files
+from bert_jax.models import BertConfig, BertForPreTraining, BertModel, scan_params, unscan_params
+from bert_jax.models.config import read_json
+from bert_jax.tokenization import Tokenizer
+
+BERT_JAX_CONFIG = "bert_jax_config.json"
+BERT_JAX_PARAMS = "params.safetensors"
+FORMAT_VERSION = 1
+
+
+@dataclasses.dataclass
+class PretrainedBert:
+  """A BERT with its weights and tokenizer. `params` is the head-model tree
+  {"bert": ..., "mlm": ..., "nsp_head": ...}; heads are present when the checkpoint had them."""
+
+  config: BertConfig
+  params: dict
+  tokenizer: Tokenizer
+  source: str = ""
+
+  @property
+  def has_pretraining_heads(self) -> bool:
+    return "mlm" in self.params
+
+  def model(self) -> BertModel | BertForPreTraining:
+    """The linen module matching `params`: BertForPreTraining when the heads are loaded."""
+    if self.has_pretraining_heads:
+      return BertForPreTraining(self.config, nsp="nsp_head" in self.params)
+    return BertModel(self.config)
+
+  def variables(self) -> dict:
+    return {"params": self.params if self.has_pretraining_heads else self.params["bert"]}
+
+  @functools.cached_property
+  def _encode_fn(self):
+    model = BertModel(self.config)
+
+    @jax.jit
+    def run(params, input_ids, attention_mask, token_type_ids):
+      out = model.apply({"params": params}, input_ids, attention_mask, token_type_ids)
+      return out["last_hidden_state"], out["pooler_output"]
+
+    return run
+
+  def encode(
+    self,
+    texts: str | Sequence[str],
+    pairs: Sequence[str] | None = None,
+    *,
+    max_length: int | None = None,
+    batch_size: int = 32,
+  ) -> dict[str, np.ndarray]:
+    """Texts (and optional second segments) -> numpy `last_hidden_state` (N, L, H),
+    `pooler_output` (N, H) and `attention_mask` (N, L), L the longest encoded text.
+
+    Batches are padded to a fixed batch size and a length bucket (a multiple of 32), so a stream of
+    calls compiles a handful of shapes, not one per call.
+    """
+    single = isinstance(texts, str)
+    texts = [texts] if single else list(texts)
+    if pairs is not None:
+      pairs = [pairs] if isinstance(pairs, str) else list(pairs)
+      if len(pairs) != len(texts):
+        raise ValueError(f"encode: {len(texts)} texts but {len(pairs)} pairs")
+    if not texts:
+      raise ValueError("encode: no texts given")
+    max_length = min(max_length or self.config.max_position_embeddings, self.config.max_position_embeddings)
+    enc = self.tokenizer(
+      texts, pairs, max_length=max_length, truncation=True, padding="longest", pad_to_multiple_of=32
+    )
+    length = int(enc["attention_mask"].sum(axis=1).max())
+    padded_len = min(enc["input_ids"].shape[1], max_length)
+    hidden, pooled = [], []
+    for start in range(0, len(texts), batch_size):
+      stop = min(start + batch_size, len(texts))
+      chunk = {
+        k: _pad_rows(enc[k][start:stop, :padded_len], batch_size)
+        for k in ("input_ids", "attention_mask", "token_type_ids")
+      }
+      h, p = self._encode_fn(
+        self.params["bert"], chunk["input_ids"], chunk["attention_mask"], chunk["token_type_ids"]
+      )
+      hidden.append(np.asarray(h[: stop - start, :length], np.float32))
+      pooled.append(np.asarray(p[: stop - start], np.float32))
+    return {
+      "last_hidden_state": np.concatenate(hidden),
+      "pooler_output": np.concatenate(pooled),
+      "attention_mask": np.asarray(enc["attention_mask"][:, :length]),
+    }
+
+  def save_pretrained(self, directory: str | os.PathLike) -> None:
+    """Writes a HuggingFace folder (config.json, model.safetensors, vocab.txt, tokenizer config)
+    that transformers' BertModel / BertForPreTraining load as it is."""
+    from safetensors.numpy import save_file
+
+    directory = os.fspath(directory)
+    os.makedirs(directory, exist_ok=True)
+    params = jax.device_get(self._unscanned_params())
+    state = convert.params_to_hf(params, self.config)
+    hf_config = self.config.to_hf_dict()
+    hf_config["architectures"] = ["BertForPreTraining" if self.has_pretraining_heads else "BertModel"]
+    hf_config["tie_word_embeddings"] = True
+    with files.atomic_path(os.path.join(directory, "model.safetensors")) as tmp:
+      save_file(state, tmp, metadata={"format": "pt"})
+    files.write_json(os.path.join(directory, "config.json"), hf_config)
+    self.tokenizer.save(directory)
+
+  def save(self, directory: str | os.PathLike) -> None:
+    """Writes bert_jax's own export: the parameter tree as safetensors plus the full BertConfig
+    (pooling, dtype and the rest, which a HuggingFace config.json cannot hold)."""
+    from safetensors.numpy import save_file
+
+    directory = os.fspath(directory)
+    os.makedirs(directory, exist_ok=True)
+    flat = {k: np.asarray(v) for k, v in convert.flatten(jax.device_get(self._unscanned_params())).items()}
+    with files.atomic_path(os.path.join(directory, BERT_JAX_PARAMS)) as tmp:
+      save_file(flat, tmp)
+    config = self.config.replace(scan_layers=False).to_dict()
+    files.write_json(
+      os.path.join(directory, BERT_JAX_CONFIG),
+      {"format": "bert_jax", "version": FORMAT_VERSION, "model": config},
+    )
+    self.tokenizer.save(directory)
+
+  def _unscanned_params(self):
+    if self.config.scan_layers:
+      return unscan_params(self.params, self.config.num_layers)
+    return self.params
+
+
+def _pad_rows(a: np.ndarray, rows: int) -> np.ndarray:
+  if a.shape[0] == rows:
+    return a
+  return np.concatenate([a, np.zeros((rows - a.shape[0],) + a.shape[1:], a.dtype)])
+
+
+def detect_format(path: str) -> str:
+  if not os.path.isdir(path):
+    raise FileNotFoundError(f"{path}: not a directory (expected a checkpoint folder)")
+  names = set(os.listdir(path))
+  if BERT_JAX_CONFIG in names:
+    return "bert_jax"
+  if "bert_config.json" in names or any(n.endswith(".ckpt.index") for n in names):
+    return "google"
+  if "config.json" in names:
+    return "huggingface"
+  raise FileNotFoundError(
+    f"{path}: not a BERT checkpoint folder; expected config.json + model.safetensors (HuggingFace), "
+    f"bert_config.json + bert_model.ckpt.* (Google) or {BERT_JAX_CONFIG} (bert_jax); found {sorted(names)[:10]}"
+  )
+
+
+def from_pretrained(
+  path: str | os.PathLike,
+  *,
+  pooling: str | None = None,
+  dtype: str | None = None,
+  param_dtype: str | None = None,
+  scan_layers: bool = False,
+  heads: bool | None = None,
+  lowercase: bool | None = None,
+  strict: bool = True,
+  **config_overrides: Any,
+) -> PretrainedBert:
+  """Loads a BERT checkpoint folder (format detected from its files).
+
+  pooling: "cls" (BERT's pooler), "mean" or "max"; default: the bert_jax export's setting, else "cls".
+  heads: load the MLM/NSP heads (True), drop them (False), or keep them when present (None).
+  lowercase: the tokenizer's casing when the folder does not say (Google folders); default inferred
+    from the vocabulary (an uncased vocab holds no capital letters).
+  Other keyword arguments override BertConfig fields (dropout_rate, remat, attention, ...).
+  """
+  path = os.fspath(path)
+  kind = detect_format(path)
+  overrides = dict(pooling=pooling, dtype=dtype, param_dtype=param_dtype, **config_overrides)
+  overrides = {k: v for k, v in overrides.items() if v is not None}
+  if kind == "bert_jax":
+    config, params = _load_bert_jax(path, overrides)
+    source = os.path.join(path, BERT_JAX_PARAMS)
+    tokenizer = Tokenizer.from_pretrained(path)
+  elif kind == "huggingface":
+    config = BertConfig.from_hf_dict(
+      read_json(os.path.join(path, "config.json")), source=os.path.join(path, "config.json"), **overrides
+    )
+    state, source = convert.read_hf_weights(path)
+    params = convert.hf_to_params(state, config, source=source, strict=strict)
+    tokenizer = _tokenizer(path, lowercase)
+  else:
+    config, params, source = _load_google(path, overrides, strict)
+    tokenizer = _tokenizer(path, lowercase)
+
+  keep = {"bert"}
+  if heads is not False:
+    keep.add("mlm")
+    if config.pooling == "cls":  # NSP reads BERT's pooler; mean/max pooling has none
+      keep.add("nsp_head")
+  params = {k: v for k, v in params.items() if k in keep}
+  if config.pooling != "cls":
+    params["bert"] = {k: v for k, v in params["bert"].items() if k != "pooler"}
+  if config.pooling == "cls" and "pooler" not in params["bert"]:
+    # BertForMaskedLM checkpoints have no pooler. Like transformers, start it fresh (BERT's init)
+    # and say so, rather than refuse a checkpoint whose encoder and MLM head are complete.
+    logging.warning(
+      "%s: the checkpoint has no pooler weights; initialising the pooler randomly "
+      "(pooler_output is untrained; pass pooling='mean' for a trained sentence vector)",
+      path,
+    )
+    init = nn.initializers.truncated_normal(stddev=config.initializer_range)
+    params["bert"]["pooler"] = {
+      "kernel": np.asarray(init(jax.random.key(0), (config.hidden_size,) * 2)),
+      "bias": np.zeros((config.hidden_size,), np.float32),
+    }
+  has_heads = "mlm" in params
+  if heads and not has_heads:
+    raise convert.ConversionError(
+      f"{path}: heads=True but the checkpoint has no MLM head (cls.predictions.*)"
+    )
+  module = BertForPreTraining(config, nsp="nsp_head" in params) if has_heads else BertModel(config)
+  expected = _shape_tree(module)
+  if not has_heads:
+    expected = {"bert": expected}
+  convert.check_against(params, expected, source=source)
+
+  params = jax.tree.map(lambda a: jnp.asarray(a, jnp.dtype(config.param_dtype)), params)
+  if scan_layers:
+    params = scan_params(params, config.num_layers)
+    config = config.replace(scan_layers=True)
+  if tokenizer.vocab_size != config.vocab_size:
+    raise convert.ConversionError(
+      f"{path}: tokenizer has {tokenizer.vocab_size} tokens but the model's vocab_size is {config.vocab_size}"
+    )
+  return PretrainedBert(config=config, params=params, tokenizer=tokenizer, source=path)
+
+
+def _shape_tree(module) -> dict:
+  """The parameter shapes `module` creates, without allocating them."""
+  shapes = jax.eval_shape(lambda: module.init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32)))
+  return nn.meta.unbox(shapes["params"])
+
+
+def _load_bert_jax(path: str, overrides: dict) -> tuple[BertConfig, dict]:
+  from safetensors.numpy import load_file
+
+  config_path = os.path.join(path, BERT_JAX_CONFIG)
+  meta = read_json(config_path)
+  if meta.get("format") != "bert_jax" or "model" not in meta:
+    raise ValueError(f"{config_path}: expected {{'format': 'bert_jax', 'model': {{...}}}}")
+  if meta.get("version", 0) > FORMAT_VERSION:
+    raise ValueError(
+      f"{config_path}: format version {meta['version']} is newer than this bert_jax "
+      f"reads ({FORMAT_VERSION}); upgrade bert_jax"
+    )
+  values = dict(meta["model"], **overrides)
+  config = BertConfig.from_dict(values, source=config_path)
+  params_path = os.path.join(path, BERT_JAX_PARAMS)
+  if not os.path.exists(params_path):
+    raise FileNotFoundError(f"{params_path}: missing (a bert_jax export holds {BERT_JAX_PARAMS})")
+  return config, convert.unflatten(load_file(params_path))
+
+
+def _load_google(path: str, overrides: dict, strict: bool) -> tuple[BertConfig, dict, str]:
+  from bert_jax.tf_checkpoint import read_tf_checkpoint
+
+  config_path = os.path.join(path, "bert_config.json")
+  config = BertConfig.from_hf_dict(read_json(config_path), source=config_path, **overrides)
+  indexes = sorted(glob.glob(os.path.join(path, "*.ckpt.index")))
+  if len(indexes) != 1:
+    raise FileNotFoundError(
+      f"{path}: expected exactly one *.ckpt.index (Google BERT checkpoint), found "
+      f"{[os.path.basename(i) for i in indexes]}"
+    )
+  prefix = indexes[0][: -len(".index")]
+  variables = read_tf_checkpoint(prefix)
+  state = convert.tf_to_hf_state(variables, source=prefix)
+  return config, convert.hf_to_params(state, config, source=prefix, strict=strict), prefix
+
+
+def _tokenizer(path: str, lowercase: bool | None) -> Tokenizer:
+  """The folder's tokenizer; `lowercase` overrides the casing where the folder cannot say (Google
+  folders hold only vocab.txt: casing is then inferred from the vocabulary)."""
+  if lowercase is None:
+    return Tokenizer.from_pretrained(path)
+  return Tokenizer.from_vocab(os.path.join(path, "vocab.txt"), lowercase=lowercase)

@@ -1,0 +1,93 @@
+"""Shared config pieces: `parse_arg` for "key=value,..." config arguments and the model variants.
+
+Config files are `get_config(arg)` functions (ml_collections); run them as
+`--config=configs/pretrain.py:variant=base,objective=mlm` and override any field with `--config.x=y`.
+"""
+
+from __future__ import annotations
+
+import re
+
+import ml_collections
+
+from bert_jax.models.config import BertConfig
+
+# (num_layers, hidden_size): the sizes Google published for BERT (base, large) and its 24 compact
+# models ("Well-Read Students Learn Better", Turc et al. 2019). Heads = hidden / 64, MLP = 4 x hidden.
+VARIANTS = {
+  "tiny": (2, 128),
+  "mini": (4, 256),
+  "small": (4, 512),
+  "medium": (8, 512),
+  "base": (12, 768),
+  "large": (24, 1024),
+}
+# Any other size, spelled as in Google's folder names: "L-6_H-384_A-12", or "L6_H384" (A = H / 64).
+_EXPLICIT = re.compile(r"^L-?(\d+)_H-?(\d+)(?:_A-?(\d+))?(?:_I-?(\d+))?$")
+
+
+def variant_sizes(variant: str) -> dict[str, int]:
+  if variant in VARIANTS:
+    layers, hidden = VARIANTS[variant]
+    heads, mlp = hidden // 64, 4 * hidden
+  else:
+    m = _EXPLICIT.match(variant)
+    if not m:
+      raise ValueError(
+        f"unknown model variant {variant!r}; use one of {list(VARIANTS)} or an explicit "
+        "size such as 'L-6_H-384_A-12' (layers, hidden size, heads; optional _I-<mlp dim>)"
+      )
+    layers, hidden = int(m.group(1)), int(m.group(2))
+    heads = int(m.group(3)) if m.group(3) else max(hidden // 64, 1)
+    mlp = int(m.group(4)) if m.group(4) else 4 * hidden
+  return dict(num_layers=layers, hidden_size=hidden, num_heads=heads, mlp_dim=mlp)
+
+
+def model_config(variant: str = "base", **overrides) -> ml_collections.ConfigDict:
+  """A locked ConfigDict holding every BertConfig field, so a misspelled override fails."""
+  values = BertConfig().to_dict()
+  values.update(variant_sizes(variant))
+  values.update(overrides)
+  BertConfig.from_dict(values, source=f"model variant {variant!r}")  # validate now, not at first use
+  config = ml_collections.ConfigDict(values)
+  config.lock()
+  return config
+
+
+def bert_config(model: ml_collections.ConfigDict) -> BertConfig:
+  return BertConfig.from_dict(model.to_dict(), source="config.model")
+
+
+def parse_arg(arg: str | None, **defaults):
+  """ "variant=base,steps=10,runlocal" -> ConfigDict with the types of `defaults`.
+
+  A bare word sets a boolean default to True; unknown keys raise, listing the known ones.
+  """
+  result = ml_collections.ConfigDict(defaults)
+  if not arg:
+    return result
+  for item in arg.split(","):
+    if not item:
+      continue
+    key, sep, value = item.partition("=")
+    if key not in defaults:
+      raise ValueError(f"config argument {key!r} is unknown; known: {sorted(defaults)}")
+    default = defaults[key]
+    if not sep:
+      if not isinstance(default, bool):
+        raise ValueError(f"config argument {key!r} needs a value ({key}=...)")
+      result[key] = True
+    elif isinstance(default, bool):
+      if value.lower() not in ("true", "false", "1", "0"):
+        raise ValueError(f"config argument {key}={value!r}: expected true or false")
+      result[key] = value.lower() in ("true", "1")
+    elif isinstance(default, int):
+      result[key] = int(value)
+    elif isinstance(default, float):
+      result[key] = float(value)
+    else:
+      result[key] = value
+  return result
+
+
+__all__ = ["VARIANTS", "model_config", "bert_config", "parse_arg", "variant_sizes"]

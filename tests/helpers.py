@@ -1,0 +1,110 @@
+"""Reference models built with transformers (the reference implementation) for parity tests."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+WORDS = (
+  "the a of and to in is it that was he for on are with as his they be at one have this from "
+  "or had by word but what some we can out other were all there when up use your how said an "
+  "each she which do their time if will way about many then them write would like so these her "
+  "long make thing see him two has look more day could go come did number sound no most people "
+  "my over know water than call first who may down side been now find"
+).split()
+
+
+def write_vocab(directory: str, size: int) -> list[str]:
+  letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
+  tokens = list(dict.fromkeys(SPECIALS + list(".,!?'") + letters + ["##" + c for c in letters] + WORDS))
+  if len(tokens) < size:
+    raise ValueError(f"test vocab has only {len(tokens)} tokens")
+  tokens = tokens[:size]
+  with open(os.path.join(directory, "vocab.txt"), "w", encoding="utf-8") as f:
+    f.write("\n".join(tokens) + "\n")
+  return tokens
+
+
+def tiny_hf_config(**overrides):
+  import transformers
+
+  values = dict(
+    vocab_size=99,
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=64,
+    max_position_embeddings=64,
+    type_vocab_size=2,
+    hidden_act="gelu",
+  )
+  values.update(overrides)
+  return transformers.BertConfig(**values)
+
+
+def randomize_(model, seed: int = 0, std: float = 0.2) -> None:
+  """Every weight random, LayerNorm and biases included, so a swapped or untransposed weight shows."""
+  import torch
+
+  gen = torch.Generator().manual_seed(seed)
+  with torch.no_grad():
+    for name, p in model.named_parameters():
+      noise = torch.randn(p.shape, generator=gen) * std
+      p.copy_(1.0 + noise if name.endswith("LayerNorm.weight") else noise)
+
+
+def tiny_hf_folder(
+  directory: str,
+  architecture: str = "BertForPreTraining",
+  seed: int = 0,
+  safe_serialization: bool = True,
+  **config_overrides,
+):
+  """Saves a randomly initialised transformers BERT with a matching vocab.txt; returns the model."""
+  import torch
+  import transformers
+
+  torch.manual_seed(seed)
+  config = tiny_hf_config(**config_overrides)
+  model = getattr(transformers, architecture)(config).eval()
+  randomize_(model, seed)
+  model.save_pretrained(directory)
+  if not safe_serialization:
+    # transformers 5 writes only safetensors; a legacy pytorch_model.bin is torch.save of the state dict.
+    torch.save(model.state_dict(), os.path.join(directory, "pytorch_model.bin"))
+    os.remove(os.path.join(directory, "model.safetensors"))
+  write_vocab(directory, config.vocab_size)
+  return model
+
+
+def random_batch(vocab_size: int, batch: int, length: int, seed: int = 0, pairs: bool = True):
+  """Token ids with [CLS]/[SEP], segment ids and right padding of varied lengths."""
+  rng = np.random.default_rng(seed)
+  ids = rng.integers(5, vocab_size, (batch, length))
+  mask = np.zeros((batch, length), np.int64)
+  types = np.zeros((batch, length), np.int64)
+  for b in range(batch):
+    n = int(rng.integers(length // 2, length + 1)) if b else length
+    mask[b, :n] = 1
+    ids[b, 0] = 2
+    ids[b, n - 1] = 3
+    ids[b, n:] = 0
+    if pairs and n > 4:
+      cut = n // 2
+      ids[b, cut - 1] = 3
+      types[b, cut:n] = 1
+  return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+
+
+def torch_inputs(batch):
+  import torch
+
+  return {k: torch.tensor(v) for k, v in batch.items()}
+
+
+def max_abs_diff_real(ours, ref, attention_mask) -> float:
+  """max |Δ| over real (non-padding) positions of (B, L, ...) arrays."""
+  keep = np.asarray(attention_mask).astype(bool)
+  return float(np.abs(np.asarray(ours, np.float32) - np.asarray(ref, np.float32))[keep].max())

@@ -55,6 +55,10 @@ def run(config, workdir: str) -> dict:
   embeddings = out["pooler_output"]
   similarity = cosine_similarity(embeddings)
   table = similarity_table(sentences, similarity)
+  from bert_jax import distributed
+
+  if not distributed.is_primary():  # in a multi-process job only process 0 writes
+    return {"embeddings": embeddings, "similarity": similarity}
   os.makedirs(workdir, exist_ok=True)
   with files.atomic_path(os.path.join(workdir, "embeddings.npy")) as tmp:
     with open(tmp, "wb") as f:

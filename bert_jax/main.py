@@ -8,6 +8,13 @@ from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (path[:args]).", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for outputs, checkpoints and logs.")
+_DISTRIBUTED = flags.DEFINE_enum(
+  "distributed",
+  "auto",
+  ["auto", "on", "off"],
+  "Start jax.distributed: auto = when the environment describes a multi-process job (TPU pod, SLURM, "
+  "JAX_COORDINATOR_ADDRESS), on = always, off = never.",
+)
 flags.mark_flags_as_required(["config", "workdir"])
 
 JOBS = ("embed",)
@@ -16,6 +23,9 @@ JOBS = ("embed",)
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  from bert_jax import distributed
+
+  distributed.initialize(_DISTRIBUTED.value)
   config = _CONFIG.value
   if config.job == "embed":
     from bert_jax import embed

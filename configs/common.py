@@ -91,3 +91,19 @@ def parse_arg(arg: str | None, **defaults):
 
 
 __all__ = ["VARIANTS", "model_config", "bert_config", "parse_arg", "variant_sizes"]
+
+
+def mesh_config(
+  strategy: str = "dp", data: int = -1, fsdp: int = 1, tensor: int = 1
+) -> ml_collections.ConfigDict:
+  """The device mesh and sharding strategy (see bert_jax/sharding.py). One axis may be -1: all the
+  devices the others leave, so the same config runs on a laptop CPU, one GPU or a pod.
+
+  dcn_*: how many TPU slices (or GPU nodes) each axis spans, for a hybrid multi-slice mesh.
+  rules: extra (logical axis, mesh axes) pairs tried before the strategy's table.
+  """
+  return ml_collections.ConfigDict(
+    dict(
+      strategy=strategy, data=data, fsdp=fsdp, tensor=tensor, dcn_data=1, dcn_fsdp=1, dcn_tensor=1, rules=()
+    )
+  )

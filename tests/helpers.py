@@ -108,3 +108,93 @@ def max_abs_diff_real(ours, ref, attention_mask) -> float:
   """max |Δ| over real (non-padding) positions of (B, L, ...) arrays."""
   keep = np.asarray(attention_mask).astype(bool)
   return float(np.abs(np.asarray(ours, np.float32) - np.asarray(ref, np.float32))[keep].max())
+
+
+# --- small training setups (sharding and multi-process tests) --------------------------------
+
+
+def tiny_training(objective: str = "mlm_nsp"):
+  """(model, optimizer, objective) for a small BERT whose dimensions divide 8 devices every way."""
+  import ml_collections
+
+  from bert_jax import objectives, optim
+  from bert_jax.models import BertConfig, BertForPreTraining
+
+  config = BertConfig(
+    vocab_size=128, hidden_size=64, num_layers=2, num_heads=8, mlp_dim=128, max_position_embeddings=32
+  )
+  opt = ml_collections.ConfigDict(
+    dict(
+      name="adamw",
+      learning_rate=1e-3,
+      warmup_steps=2,
+      total_steps=10,
+      b1=0.9,
+      b2=0.999,
+      eps=1e-6,
+      weight_decay=0.01,
+      grad_clip=1.0,
+    )
+  )
+  return BertForPreTraining(config), optim.make_optimizer(opt), objectives.get(objective)
+
+
+def pretraining_batches(
+  steps: int, batch: int = 8, length: int = 16, predictions: int = 4, vocab: int = 128, seed: int = 0
+):
+  """Synthetic pretraining batches with padding and unused prediction slots (weight 0)."""
+  rng = np.random.default_rng(seed)
+  out = []
+  for _ in range(steps):
+    b = random_batch(vocab, batch, length, seed=int(rng.integers(1 << 30)))
+    lengths = b["attention_mask"].sum(1)
+    positions = np.stack([rng.integers(1, max(n - 1, 2), predictions) for n in lengths])
+    weights = np.ones((batch, predictions), np.float32)
+    weights[::3, -1] = 0.0
+    out.append(
+      {k: v.astype(np.int32) for k, v in b.items()}
+      | {
+        "masked_positions": positions.astype(np.int32),
+        "masked_ids": rng.integers(5, vocab, (batch, predictions)).astype(np.int32),
+        "masked_weights": weights,
+        "nsp_labels": rng.integers(0, 2, batch).astype(np.int32),
+      }
+    )
+  return out
+
+
+def train_steps(mesh, strategy: str, batches):
+  """Trains the tiny model on `batches` (global batches; each process feeds its own rows)."""
+
+  from bert_jax import sharding, train_state
+
+  model, tx, objective = tiny_training()
+  rules = sharding.rules_for(strategy)
+  state, shardings = train_state.create_train_state(model, tx, mesh, rules, seed=0)
+  step = train_state.make_train_step(model, tx, objective, mesh, rules, shardings)
+  rows = sharding.process_rows(mesh, len(batches[0]["input_ids"]))
+  losses = []
+  for batch in batches:
+    state, metrics = step(state, sharding.global_batch({k: v[rows] for k, v in batch.items()}, mesh))
+    losses.append(float(metrics["loss"]))
+  return state, losses, step
+
+
+def flat_params(tree) -> dict:
+  import flax
+
+  return {"/".join(k): np.asarray(v) for k, v in flax.traverse_util.flatten_dict(tree).items()}
+
+
+def assert_params_close(got, want, rtol=1e-5):
+  """Per parameter, relative error ||got - want|| / ||want|| <= rtol. The attention key bias is the
+  exception: its gradient is identically zero (softmax is unchanged when every key score of a query
+  moves by q·b), so it holds only rounding noise near 1e-10 and is compared absolutely."""
+  got, want = flat_params(got), flat_params(want)
+  assert sorted(got) == sorted(want)
+  for name in want:
+    if name.endswith("attention/key/bias"):
+      assert np.abs(got[name] - want[name]).max() <= 1e-8, name
+    else:
+      error = np.linalg.norm(got[name] - want[name]) / np.linalg.norm(want[name])
+      assert error <= rtol, (name, error)

@@ -91,9 +91,7 @@ class BertModel(nn.Module):
     self.embeddings = Embeddings(c)
     self.encoder = BertEncoder(c)
     # Only BERT's own pooler has weights; mean/max pooling need none.
-    self.pooler = (
-      dense(c, c.hidden_size, ("embed",), ("embed",), name="pooler") if c.pooling == "cls" else None
-    )
+    self.pooler = dense(c, c.hidden_size, (None,), ("embed",), name="pooler") if c.pooling == "cls" else None
 
   def __call__(
     self,

@@ -21,7 +21,7 @@ class MlmHead(nn.Module):
   @nn.compact
   def __call__(self, hidden: Array, decoder) -> Array:
     c = self.config
-    h = dense(c, c.hidden_size, ("embed",), ("embed",), name="transform")(hidden)
+    h = dense(c, c.hidden_size, (None,), ("embed",), name="transform")(hidden)
     h = activation(c)(h)
     h = layer_norm(c, "transform_norm")(h)
     logits = decoder(h)

@@ -57,17 +57,39 @@ def layer_norm(config: BertConfig, name: str | None = None) -> nn.LayerNorm:
   )
 
 
-def dense(config: BertConfig, features, in_axes, out_axes, name, axis=-1):
-  dtype, param_dtype = dtypes(config)
-  return nn.DenseGeneral(
-    features=features,
-    axis=axis,
-    dtype=dtype,
-    param_dtype=param_dtype,
-    kernel_init=kernel_init(config, in_axes + out_axes),
-    bias_init=zeros_init(out_axes),
-    name=name,
-  )
+class Dense(nn.Module):
+  """x (..., *in) @ kernel (*in, *out) + bias (*out), contracting the last len(in_axes) dimensions.
+
+  Unlike nn.DenseGeneral, the kernel is initialised in its real multi-dimensional shape, so its
+  logical names (e.g. embed, heads, kv) apply to the array the initialiser creates under a mesh.
+  """
+
+  config: BertConfig
+  features: tuple[int, ...]
+  in_axes: tuple
+  out_axes: tuple
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    dtype, param_dtype = dtypes(self.config)
+    n_in = len(self.in_axes)
+    kernel = self.param(
+      "kernel",
+      kernel_init(self.config, self.in_axes + self.out_axes),
+      x.shape[-n_in:] + self.features,
+      param_dtype,
+    )
+    bias = self.param("bias", zeros_init(self.out_axes), self.features, param_dtype)
+    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=dtype)
+    y = jax.lax.dot_general(
+      x, kernel, (((tuple(range(x.ndim - n_in, x.ndim))), tuple(range(n_in))), ((), ()))
+    )
+    return y + bias
+
+
+def dense(config: BertConfig, features, in_axes, out_axes, name) -> Dense:
+  features = (features,) if isinstance(features, int) else tuple(features)
+  return Dense(config, features, tuple(in_axes), tuple(out_axes), name=name)
 
 
 class Embeddings(nn.Module):
@@ -134,7 +156,7 @@ class SelfAttention(nn.Module):
       deterministic=deterministic,
     )
     context = constrain(context, ("batch", "length", "heads", "kv"))
-    out = dense(c, c.hidden_size, ("heads", "kv"), ("embed",), name="out", axis=(-2, -1))(context)
+    out = dense(c, c.hidden_size, ("heads", "kv"), ("embed",), name="out")(context)
     return constrain(out, ("batch", "length", "embed"))
 
 

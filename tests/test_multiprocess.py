@@ -1,0 +1,88 @@
+"""A real multi-process run: 2 local processes, jax.distributed over gloo on 127.0.0.1, 2 CPU devices
+each; the same training as one process, and a checkpoint that restores in one process on another mesh."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import jax
+import numpy as np
+
+from bert_jax import checkpointing, sharding, train_state
+from tests import helpers
+
+WORKER = os.path.join(os.path.dirname(__file__), "multiprocess_worker.py")
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def test_two_processes_train_like_one_and_checkpoint_restores_elsewhere(tmp_path):
+  port = _free_port()
+  env = dict(
+    os.environ,
+    XLA_FLAGS="--xla_force_host_platform_device_count=2",
+    JAX_PLATFORMS="cpu",
+    JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
+    JAX_NUM_PROCESSES="2",
+  )
+  procs = [
+    subprocess.Popen(
+      [sys.executable, WORKER, str(tmp_path)],
+      env=dict(env, JAX_PROCESS_ID=str(i)),
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+      text=True,
+    )
+    for i in range(2)
+  ]
+  try:
+    outputs = [p.communicate(timeout=420)[0] for p in procs]
+  finally:
+    for p in procs:
+      p.kill()
+  for i, (p, out) in enumerate(zip(procs, outputs)):
+    assert p.returncode == 0, f"process {i} failed:\n{out[-4000:]}"
+
+  result = json.loads((tmp_path / "result.json").read_text())
+  # each process fed only its own half of every batch
+  assert result["rows"] == [0, 4] and json.loads((tmp_path / "rows1.json").read_text()) == [4, 8]
+
+  batches = helpers.pretraining_batches(3)
+  mesh1 = sharding.make_mesh({"data": 1}, jax.devices()[:1])
+  ref_state, ref_losses, _ = helpers.train_steps(mesh1, "dp", batches)
+  np.testing.assert_allclose(result["losses"], ref_losses, rtol=1e-5)
+  with np.load(tmp_path / "params.npz") as saved:
+    got = {k: saved[k] for k in saved.files}
+  ref = helpers.flat_params(jax.device_get(ref_state.params))
+  helpers.assert_params_close(_nest(got), _nest(ref))
+
+  # The checkpoint the two processes wrote (fsdp over 4 devices) restores here on 8 devices under tp.
+  model, tx, _ = helpers.tiny_training()
+  mesh = sharding.make_mesh({"data": 2, "tensor": 4})
+  abstract, shardings = train_state.state_shardings(model, tx, mesh, sharding.rules_for("tp"))
+  ckpt = checkpointing.Checkpointer(str(tmp_path / "ckpt"))
+  assert ckpt.latest_step() == 3
+  restored = ckpt.restore(checkpointing.abstract_target(abstract, shardings))
+  kernel = restored.params["bert"]["encoder"]["layer_0"]["mlp"]["intermediate"]["kernel"]
+  assert kernel.sharding.mesh.shape["tensor"] == 4 and kernel.sharding.spec[1] == "tensor"
+  helpers.assert_params_close(jax.device_get(restored.params), jax.device_get(ref_state.params))
+  assert int(restored.step) == 3
+
+
+def _nest(flat):
+  tree = {}
+  for path, value in flat.items():
+    node = tree
+    *parents, leaf = path.split("/")
+    for p in parents:
+      node = node.setdefault(p, {})
+    node[leaf] = value
+  return tree

@@ -3,7 +3,7 @@
 python -m bert_jax.main --config=configs/demo.py --workdir=runs/demo [--config.x=y ...]
 """
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (path[:args]).", lock_config=True)
@@ -17,17 +17,23 @@ _DISTRIBUTED = flags.DEFINE_enum(
 )
 flags.mark_flags_as_required(["config", "workdir"])
 
-JOBS = ("embed",)
+JOBS = ("pretrain", "embed")
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)  # Orbax and grain log every save at INFO; -v 0 shows them
   from bert_jax import distributed
 
   distributed.initialize(_DISTRIBUTED.value)
   config = _CONFIG.value
-  if config.job == "embed":
+  if config.job == "pretrain":
+    from bert_jax import train
+
+    train.train_and_evaluate(config, _WORKDIR.value)
+  elif config.job == "embed":
     from bert_jax import embed
 
     embed.run(config, _WORKDIR.value)

@@ -1,39 +1,95 @@
 """Pretraining objectives: name -> loss_and_metrics(outputs, batch). Models know no losses.
 
 Batches follow BERT's pretraining features: `input_ids`, `attention_mask`, `token_type_ids`,
-`masked_positions` (B, P), `masked_ids` (B, P), `masked_weights` (B, P; 0 for padding predictions)
-and, for NSP, `nsp_labels` (B,; 0 = segment B follows A, 1 = random).
+`masked_positions` (B, P), `masked_ids` (B, P; the original tokens there), `masked_weights` (B, P;
+0 for padding predictions) and, for the sentence-pair tasks, `nsp_labels` (B,). For NSP 1 means
+segment B is a random segment, for SOP (ALBERT's sentence-order prediction) 1 means the two
+segments are swapped; 0 is the real, in-order pair for both.
+
+Each objective is registered with what it asks of the model and the data: its sentence-pair task
+(`pair_task`: "nsp", "sop" or None) and its model family (`model_family`: "bert" for
+BertForPreTraining, "electra" for ElectraForPretraining).
 """
 
 from __future__ import annotations
 
-from typing import Callable
+import dataclasses
+import functools
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import optax
 
 Objective = Callable[[dict, dict], tuple[jax.Array, dict]]
-_REGISTRY: dict[str, Objective] = {}
+
+PAIR_TASKS = ("nsp", "sop")
+MODEL_FAMILIES = ("bert", "electra")
+# ELECTRA's weight on the discriminator loss: its per-token binary loss is far smaller than the
+# generator's vocabulary-wide cross-entropy, and the paper found 50 works best.
+ELECTRA_RTD_WEIGHT = 50.0
 
 
-def register(name: str):
+@dataclasses.dataclass(frozen=True)
+class _Entry:
+  fn: Objective
+  pair_task: str | None
+  model_family: str
+
+
+_REGISTRY: dict[str, _Entry] = {}
+
+
+def register(name: str, pair_task: str | None = None, model_family: str = "bert"):
+  if pair_task not in PAIR_TASKS + (None,):
+    raise ValueError(
+      f"objective {name!r}: pair_task={pair_task!r} (expected one of {list(PAIR_TASKS)} or None)"
+    )
+  if model_family not in MODEL_FAMILIES:
+    raise ValueError(
+      f"objective {name!r}: model_family={model_family!r} (expected one of {list(MODEL_FAMILIES)})"
+    )
+
   def wrap(fn: Objective) -> Objective:
-    _REGISTRY[name] = fn
+    if name in _REGISTRY:
+      raise ValueError(f"objective {name!r} is registered twice")
+    _REGISTRY[name] = _Entry(fn, pair_task, model_family)
     return fn
 
   return wrap
 
 
-def get(name: str) -> Objective:
+def _entry(name: str) -> _Entry:
   try:
     return _REGISTRY[name]
   except KeyError:
-    raise ValueError(f"unknown objective {name!r}; registered objectives are {sorted(_REGISTRY)}") from None
+    raise ValueError(f"unknown objective {name!r}; registered objectives are {names()}") from None
+
+
+def names() -> list[str]:
+  return sorted(_REGISTRY)
+
+
+def get(name: str) -> Objective:
+  return _entry(name).fn
+
+
+def pair_task(name: str) -> str | None:
+  """The sentence-pair task the objective trains on `nsp_labels` ("nsp" or "sop"), or None."""
+  return _entry(name).pair_task
 
 
 def uses_nsp(name: str) -> bool:
-  return name in ("mlm_nsp",)
+  """Whether the model needs the two-way sentence-pair head (NSP and SOP share it)."""
+  return pair_task(name) is not None
+
+
+def model_family(name: str) -> str:
+  """The model the objective needs: "bert" (BertForPreTraining) or "electra" (ElectraForPretraining)."""
+  return _entry(name).model_family
+
+
+# --- losses -----------------------------------------------------------------------------------
 
 
 def _mlm(outputs, batch):
@@ -46,17 +102,74 @@ def _mlm(outputs, batch):
   return loss, {"mlm_loss": loss, "mlm_accuracy": accuracy}
 
 
+def _pair(outputs, batch, task: str):
+  """Cross-entropy of the two-way pair head; NSP and SOP differ only in what label 1 means."""
+  logits = outputs["nsp_logits"].astype(jnp.float32)
+  loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["nsp_labels"]).mean()
+  accuracy = (logits.argmax(-1) == batch["nsp_labels"]).mean()
+  return loss, {f"{task}_loss": loss, f"{task}_accuracy": accuracy}
+
+
 @register("mlm")
 def mlm(outputs, batch):
   loss, metrics = _mlm(outputs, batch)
   return loss, dict(metrics, loss=loss)
 
 
-@register("mlm_nsp")
-def mlm_nsp(outputs, batch):
+def _mlm_pair(outputs, batch, task: str):
   mlm_loss, metrics = _mlm(outputs, batch)
-  logits = outputs["nsp_logits"].astype(jnp.float32)
-  nsp_loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["nsp_labels"]).mean()
-  accuracy = (logits.argmax(-1) == batch["nsp_labels"]).mean()
-  loss = mlm_loss + nsp_loss
-  return loss, dict(metrics, loss=loss, nsp_loss=nsp_loss, nsp_accuracy=accuracy)
+  pair_loss, pair_metrics = _pair(outputs, batch, task)
+  loss = mlm_loss + pair_loss
+  return loss, dict(metrics, **pair_metrics, loss=loss)
+
+
+@register("mlm_nsp", pair_task="nsp")
+def mlm_nsp(outputs, batch):
+  return _mlm_pair(outputs, batch, "nsp")
+
+
+@register("mlm_sop", pair_task="sop")
+def mlm_sop(outputs, batch):
+  return _mlm_pair(outputs, batch, "sop")
+
+
+def replaced_token_labels(corrupted_ids: jax.Array, batch) -> jax.Array:
+  """1 where the discriminator's input differs from the original text, else 0; (B, L) float32.
+
+  The original text is `input_ids` with `masked_ids` written back at the real prediction slots
+  (weight > 0). Comparing against what the discriminator actually saw, rather than the sample
+  against `masked_ids` slot by slot, keeps the labels right when a sample equals the original, when
+  slots repeat a position, and when an unused slot made the model overwrite a token.
+  """
+  input_ids = batch["input_ids"]
+  positions = batch["masked_positions"].astype(jnp.int32)
+  real = (batch["masked_weights"] > 0).astype(jnp.int32)
+  rows = jnp.arange(input_ids.shape[0])[:, None]
+  # Scatter-max makes repeated positions deterministic: a real slot wins over an unused one.
+  has_original = jnp.zeros_like(input_ids, jnp.int32).at[rows, positions].max(real)
+  restored = jnp.zeros_like(input_ids).at[rows, positions].max(jnp.where(real > 0, batch["masked_ids"], 0))
+  original = jnp.where(has_original > 0, restored, input_ids)
+  return (corrupted_ids != original).astype(jnp.float32)
+
+
+def electra_loss(outputs, batch, rtd_weight: float = ELECTRA_RTD_WEIGHT):
+  """ELECTRA: the generator's MLM loss + rtd_weight x the discriminator's binary cross-entropy,
+  averaged over real (non-padding) tokens."""
+  mlm_loss, metrics = _mlm(outputs, batch)
+  logits = outputs["rtd_logits"].astype(jnp.float32)
+  labels = replaced_token_labels(outputs["corrupted_ids"], batch)
+  real = batch["attention_mask"].astype(jnp.float32)
+  count = jnp.maximum(real.sum(), 1.0)
+  rtd_loss = (optax.sigmoid_binary_cross_entropy(logits, labels) * real).sum() / count
+  accuracy = (((logits > 0) == (labels > 0)) * real).sum() / count
+  loss = mlm_loss + rtd_weight * rtd_loss
+  return loss, dict(
+    metrics,
+    loss=loss,
+    rtd_loss=rtd_loss,
+    rtd_accuracy=accuracy,
+    rtd_replaced_fraction=(labels * real).sum() / count,
+  )
+
+
+register("electra", model_family="electra")(functools.partial(electra_loss, rtd_weight=ELECTRA_RTD_WEIGHT))

@@ -25,10 +25,14 @@ def decay_mask(params):
   return jax.tree_util.tree_map_with_path(decays, params)
 
 
-def make_optimizer(config) -> optax.GradientTransformation:
-  """config: name (adamw | lamb), learning_rate, warmup_steps, total_steps, b1, b2, eps, weight_decay,
-  grad_clip (0 disables)."""
-  lr = schedule(config.learning_rate, config.warmup_steps, config.total_steps)
+def make_optimizer(config, total_steps: int | None = None) -> optax.GradientTransformation:
+  """config: name (adamw | lamb), learning_rate, warmup_steps, b1, b2, eps, weight_decay, grad_clip
+  (0 disables), and total_steps unless given. Gradient accumulation happens in the train step
+  (train_state.train_step_fn), so one optimizer step is one global batch."""
+  total_steps = config.total_steps if total_steps is None else total_steps
+  if config.warmup_steps > total_steps:
+    raise ValueError(f"optimizer.warmup_steps={config.warmup_steps} exceeds the run's {total_steps} steps")
+  lr = schedule(config.learning_rate, config.warmup_steps, total_steps)
   if config.name == "adamw":
     opt = optax.adamw(
       lr, b1=config.b1, b2=config.b2, eps=config.eps, weight_decay=config.weight_decay, mask=decay_mask

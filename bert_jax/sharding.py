@@ -153,14 +153,26 @@ def data_parallel_size(mesh: Mesh) -> int:
   return mesh.shape["data"] * mesh.shape["fsdp"]
 
 
-def check_batch(global_batch_size: int, mesh: Mesh, process_count: int | None = None) -> int:
-  """Checks that the global batch splits over the mesh and the processes; returns the per-process batch."""
+def check_batch(
+  global_batch_size: int, mesh: Mesh, process_count: int | None = None, accumulation_steps: int = 1
+) -> int:
+  """Checks that the global batch splits over the mesh, the processes and the gradient-accumulation
+  microbatches; returns the per-process batch."""
   process_count = jax.process_count() if process_count is None else process_count
   shards = data_parallel_size(mesh)
   if global_batch_size % shards:
     raise ShardingError(
       f"global batch size {global_batch_size} does not divide over the mesh's data x fsdp = {shards} "
       f"batch shards; use a multiple of {shards} (e.g. {shards * max(1, round(global_batch_size / shards))})"
+    )
+  per_shard = global_batch_size // shards
+  if per_shard % accumulation_steps:
+    # Each microbatch must keep at least one row on every batch shard, or devices would trade rows
+    # (and XLA's partitioner has been seen to miscompute gradients for such uneven microbatches).
+    raise ShardingError(
+      f"global batch size {global_batch_size} gives {per_shard} rows per batch shard (data x fsdp = {shards}), "
+      f"which {accumulation_steps} accumulation microbatches cannot split evenly; use a global batch that is a "
+      f"multiple of {shards * accumulation_steps} or fewer accumulation steps"
     )
   if global_batch_size % process_count:
     raise ShardingError(

@@ -21,6 +21,11 @@ from bert_jax import sharding as sharding_lib
 
 # The model inputs a train step reads; anything else in the batch goes to the objective only.
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+OPTIONAL_MODEL_INPUTS = ("position_ids", "segment_ids", "masked_positions")  # packing; BERT's MLM gather
+
+
+def model_kwargs(batch) -> dict:
+  return {k: batch[k] for k in OPTIONAL_MODEL_INPUTS if k in batch}
 
 
 class TrainState(struct.PyTreeNode):
@@ -73,23 +78,50 @@ def create_train_state(model, tx, mesh: Mesh, rules, seed: int = 0, seq_len: int
   return state, shardings
 
 
-def train_step_fn(model: nn.Module, tx: optax.GradientTransformation, objective: Callable):
-  """The pure step: (state, batch) -> (state, metrics). Dropout rng = fold_in(state.rng, step)."""
+def train_step_fn(
+  model: nn.Module, tx: optax.GradientTransformation, objective: Callable, accumulation_steps: int = 1
+):
+  """The pure step: (state, batch) -> (state, metrics). Dropout rng = fold_in(state.rng, step).
 
-  def step(state: TrainState, batch: Mapping[str, jax.Array]):
-    rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+  With accumulation_steps = k > 1 the batch is split into k microbatches (rows j, j+k, j+2k, ...: every
+  device keeps its own rows, no communication), their gradients averaged in a lax.scan, and one
+  optimizer update applied: the memory of a batch k times smaller, the update of the full batch.
+  """
 
+  def loss_and_grads(params, batch, rng):
     def loss_fn(params):
       out = model.apply(
         {"params": params},
         *(batch[k] for k in MODEL_INPUTS),
-        masked_positions=batch.get("masked_positions"),
+        **model_kwargs(batch),
         deterministic=False,
         rngs={"dropout": rng},
       )
       return objective(out, batch)
 
-    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    return jax.value_and_grad(loss_fn, has_aux=True)(params)
+
+  def step(state: TrainState, batch: Mapping[str, jax.Array]):
+    rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+    if accumulation_steps == 1:
+      (_, metrics), grads = loss_and_grads(state.params, batch, rng)
+    else:
+      micro = jax.tree.map(
+        lambda x: jnp.moveaxis(
+          x.reshape(x.shape[0] // accumulation_steps, accumulation_steps, *x.shape[1:]), 1, 0
+        ),
+        batch,
+      )
+
+      def body(carry, inputs):
+        index, microbatch = inputs
+        (_, m), g = loss_and_grads(state.params, microbatch, jax.random.fold_in(rng, index))
+        return jax.tree.map(jnp.add, carry, (g, m)), None
+
+      zeros = jax.eval_shape(lambda: loss_and_grads(state.params, jax.tree.map(lambda x: x[0], micro), rng))
+      zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), (zeros[1], zeros[0][1]))
+      (grads, metrics), _ = jax.lax.scan(body, zeros, (jnp.arange(accumulation_steps), micro))
+      grads, metrics = jax.tree.map(lambda x: x / accumulation_steps, (grads, metrics))
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics = dict(metrics, grad_norm=optax.tree.norm(grads))
@@ -119,14 +151,50 @@ class ShardedStep:
     return self._jitted._cache_size()
 
 
-def make_train_step(model, tx, objective, mesh: Mesh, rules, shardings) -> ShardedStep:
+def make_train_step(
+  model, tx, objective, mesh: Mesh, rules, shardings, accumulation_steps: int = 1
+) -> ShardedStep:
   batch = sharding_lib.batch_sharding(mesh)
   replicated = NamedSharding(mesh, PartitionSpec())
   return ShardedStep(
-    train_step_fn(model, tx, objective),
+    train_step_fn(model, tx, objective, accumulation_steps),
     mesh,
     rules,
     in_shardings=(shardings, batch),
     out_shardings=(shardings, replicated),
     donate_argnums=(0,),
+  )
+
+
+def eval_step_fn(model: nn.Module, objective: Callable):
+  """Deterministic forward + the objective's metrics, with the number of predictions they average over
+  (so batches of different fill combine into exact means)."""
+
+  def step(params, batch):
+    out = model.apply(
+      {"params": params},
+      *(batch[k] for k in MODEL_INPUTS),
+      **model_kwargs(batch),
+      deterministic=True,
+      rngs={"dropout": jax.random.key(0)},
+    )
+    _, metrics = objective(out, batch)
+    weight = (
+      jnp.sum(batch["masked_weights"])
+      if "masked_weights" in batch
+      else jnp.float32(batch["input_ids"].shape[0])
+    )
+    return metrics, weight
+
+  return step
+
+
+def make_eval_step(model, objective, mesh: Mesh, rules, param_shardings) -> ShardedStep:
+  replicated = NamedSharding(mesh, PartitionSpec())
+  return ShardedStep(
+    eval_step_fn(model, objective),
+    mesh,
+    rules,
+    in_shardings=(param_shardings, sharding_lib.batch_sharding(mesh)),
+    out_shardings=replicated,
   )

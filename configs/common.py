@@ -48,7 +48,10 @@ def model_config(variant: str = "base", **overrides) -> ml_collections.ConfigDic
   values = BertConfig().to_dict()
   values.update(variant_sizes(variant))
   values.update(overrides)
-  BertConfig.from_dict(values, source=f"model variant {variant!r}")  # validate now, not at first use
+  # Validate now, not at first use (vocab_size 0 means "the tokenizer's", filled in by the runner).
+  BertConfig.from_dict(
+    dict(values, vocab_size=values["vocab_size"] or 1), source=f"model variant {variant!r}"
+  )
   config = ml_collections.ConfigDict(values)
   config.lock()
   return config

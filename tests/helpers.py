@@ -195,6 +195,8 @@ def assert_params_close(got, want, rtol=1e-5):
   for name in want:
     if name.endswith("attention/key/bias"):
       assert np.abs(got[name] - want[name]).max() <= 1e-8, name
+    elif not np.any(want[name]):
+      assert np.abs(got[name]).max() <= 1e-8, name  # e.g. a zero-initialised bias before any update
     else:
       error = np.linalg.norm(got[name] - want[name]) / np.linalg.norm(want[name])
       assert error <= rtol, (name, error)

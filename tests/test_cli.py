@@ -49,7 +49,7 @@ def test_predict_cli_bad_input(minilm_dir, tmp_path):
 
 def test_demo_job_embeds_and_ranks_paraphrases(tmp_path):
   """The README's main job: paraphrase pairs must come out as each other's nearest neighbour."""
-  result = run(["-m", "bert_jax.main", "--config=configs/demo.py", f"--workdir={tmp_path}"])
+  result = run(["-m", "bert_jax.main", "--config=configs/embed.py", f"--workdir={tmp_path}"])
   assert result.returncode == 0, result.stderr[-3000:]
   embeddings = np.load(tmp_path / "embeddings.npy")
   assert embeddings.shape == (6, 384)

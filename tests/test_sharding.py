@@ -254,10 +254,41 @@ def test_checkpoint_restores_on_another_mesh_and_on_one_device(tmp_path, batches
   for mesh_config, devices in [({"data": 2, "fsdp": 4}, None), ({"data": 1}, jax.devices()[:1])]:
     other = sharding.make_mesh(mesh_config, devices)
     abstract, shardings = train_state.state_shardings(model, tx, other, sharding.rules_for("fsdp"))
-    restored = ckpt.restore(checkpointing.abstract_target(abstract, shardings))
+    _, restored = ckpt.restore(checkpointing.abstract_target(abstract, shardings))
     kernel = restored.params["bert"]["encoder"]["layer_0"]["mlp"]["intermediate"]["kernel"]
     assert kernel.sharding.mesh.devices.size == other.devices.size
     got = helpers.flat_params(jax.device_get(restored.params))
     for name in want:
       np.testing.assert_array_equal(got[name], want[name], err_msg=name)
   ckpt.close()
+
+
+def test_gradient_accumulation_equals_the_full_batch():
+  """2 microbatches of 4 rows: the same update as one batch of 8 (dropout off: masks differ by design).
+  Plain SGD, so the update is the averaged gradient itself; Adam's first steps divide by |g| and turn
+  rounding in near-zero gradient entries into sign flips, which would test the optimizer, not accumulation."""
+  import optax
+
+  from bert_jax.models import BertForPreTraining
+
+  model, _, objective = helpers.tiny_training()
+  tx = optax.sgd(0.5)
+  model = BertForPreTraining(model.config.replace(dropout_rate=0.0, attention_dropout_rate=0.0))
+  batch = helpers.pretraining_batches(1)[0]
+  batch["masked_weights"] = np.ones_like(batch["masked_weights"])  # equal counts: mean of means = mean
+  mesh = sharding.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
+  rules = sharding.rules_for("fsdp_tp")
+  results = []
+  with pytest.raises(
+    sharding.ShardingError, match="2 rows per batch shard .* which 4 accumulation microbatches"
+  ):
+    sharding.check_batch(8, mesh, accumulation_steps=4)
+  sharding.check_batch(8, mesh, accumulation_steps=2)
+  for k in (1, 2):
+    state, shardings = train_state.create_train_state(model, tx, mesh, rules)
+    step = train_state.make_train_step(model, tx, objective, mesh, rules, shardings, accumulation_steps=k)
+    state, metrics = step(state, sharding.global_batch(batch, mesh))
+    assert step.compilations() == 1
+    results.append((jax.device_get(state.params), float(metrics["loss"])))
+  np.testing.assert_allclose(results[1][1], results[0][1], rtol=1e-5)
+  helpers.assert_params_close(results[1][0], results[0][0])

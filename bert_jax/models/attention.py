@@ -52,13 +52,18 @@ def names() -> list[str]:
   return sorted(_REGISTRY)
 
 
-def padding_mask(attention_mask: jax.Array) -> jax.Array:
-  """(batch, kv_length) 1/0 padding mask -> boolean (batch, 1, 1, kv_length).
+def padding_mask(attention_mask: jax.Array, segment_ids: jax.Array | None = None) -> jax.Array:
+  """(batch, kv_length) 1/0 padding mask -> boolean (batch, 1, 1 or q_length, kv_length).
 
   Every query position, padded or not, attends to all real tokens: bidirectional attention,
-  exactly as BERT (and HuggingFace's BertModel) computes it.
+  exactly as BERT (and HuggingFace's BertModel) computes it. With `segment_ids` (packed
+  sequences), a token attends only to real tokens of its own segment.
   """
-  return attention_mask.astype(bool)[:, None, None, :]
+  keys = attention_mask.astype(bool)[:, None, None, :]
+  if segment_ids is None:
+    return keys
+  same = segment_ids[:, None, :, None] == segment_ids[:, None, None, :]
+  return keys & same
 
 
 @register("dense")

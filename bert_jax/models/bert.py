@@ -99,9 +99,20 @@ class BertModel(nn.Module):
     attention_mask: Array | None = None,
     token_type_ids: Array | None = None,
     position_ids: Array | None = None,
+    *,
+    segment_ids: Array | None = None,
     deterministic: bool = True,
   ) -> dict[str, Array]:
-    hidden = self.encode(input_ids, attention_mask, token_type_ids, position_ids, deterministic)
+    """segment_ids (B, L), for packed sequences: tokens attend only within their own segment (one
+    packed document each; 0 = padding); pass position_ids restarting per segment with them."""
+    hidden = self.encode(
+      input_ids,
+      attention_mask,
+      token_type_ids,
+      position_ids,
+      segment_ids=segment_ids,
+      deterministic=deterministic,
+    )
     if attention_mask is None:
       attention_mask = jnp.ones_like(input_ids)
     return {
@@ -110,7 +121,14 @@ class BertModel(nn.Module):
     }
 
   def encode(
-    self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, deterministic=True
+    self,
+    input_ids,
+    attention_mask=None,
+    token_type_ids=None,
+    position_ids=None,
+    *,
+    segment_ids=None,
+    deterministic=True,
   ) -> Array:
     c = self.config
     batch, length = input_ids.shape
@@ -125,7 +143,7 @@ class BertModel(nn.Module):
     if position_ids is None:
       position_ids = jnp.broadcast_to(jnp.arange(length), (batch, length))
     x = self.embeddings(input_ids, token_type_ids, position_ids, deterministic)
-    mask = attention_lib.padding_mask(attention_mask)
+    mask = attention_lib.padding_mask(attention_mask, segment_ids)
     x = self.encoder(x, mask, deterministic)
     return constrain(x, ("batch", "length", "embed"))
 

@@ -65,10 +65,19 @@ class BertForPreTraining(nn.Module):
     attention_mask=None,
     token_type_ids=None,
     position_ids=None,
+    *,
+    segment_ids=None,
     masked_positions=None,
     deterministic=True,
   ) -> dict[str, Array]:
-    out = self.bert(input_ids, attention_mask, token_type_ids, position_ids, deterministic)
+    out = self.bert(
+      input_ids,
+      attention_mask,
+      token_type_ids,
+      position_ids,
+      segment_ids=segment_ids,
+      deterministic=deterministic,
+    )
     hidden = out["last_hidden_state"]
     if masked_positions is not None:
       hidden = gather_positions(hidden, masked_positions)

@@ -1,0 +1,1 @@
+"""Input data for pretraining and fine-tuning: sources, instance creation, masking, batch features."""

@@ -105,8 +105,11 @@ def _mlm(outputs, batch):
 def _pair(outputs, batch, task: str):
   """Cross-entropy of the two-way pair head; NSP and SOP differ only in what label 1 means."""
   logits = outputs["nsp_logits"].astype(jnp.float32)
-  loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["nsp_labels"]).mean()
-  accuracy = (logits.argmax(-1) == batch["nsp_labels"]).mean()
+  # Evaluation batches mark the rows that only fill out a last partial batch with valid = 0.
+  rows = batch["valid"].astype(jnp.float32) if "valid" in batch else jnp.ones(logits.shape[0], jnp.float32)
+  count = jnp.maximum(rows.sum(), 1.0)
+  loss = (optax.softmax_cross_entropy_with_integer_labels(logits, batch["nsp_labels"]) * rows).sum() / count
+  accuracy = ((logits.argmax(-1) == batch["nsp_labels"]) * rows).sum() / count
   return loss, {f"{task}_loss": loss, f"{task}_accuracy": accuracy}
 
 

@@ -317,7 +317,6 @@ def evaluate(eval_step, params, data_dir, config, phase, vocab, mesh, max_batche
   for i, batch in enumerate(ds):
     if max_batches and i >= max_batches:
       break
-    batch = {k: v for k, v in batch.items() if k != "valid"}
     target_counts += np.bincount(
       batch["masked_ids"].ravel(), weights=batch["masked_weights"].ravel(), minlength=vocab.vocab_size
     )

@@ -400,3 +400,13 @@ def test_train_steps_reduce_the_electra_loss():
   assert last["mlm_loss"] < first["mlm_loss"] and last["rtd_loss"] < first["rtd_loss"]
   assert 0.0 < first["rtd_replaced_fraction"] < 1.0
   assert step.compilations() == 1
+
+
+def test_pair_metrics_skip_rows_marked_invalid():
+  """Evaluation fills its last batch with copies marked valid = 0; NSP/SOP metrics ignore them."""
+  logits = jnp.array([[2.0, 0.0], [0.0, 2.0], [2.0, 0.0]])
+  batch = {"nsp_labels": jnp.array([0, 0, 1]), "valid": jnp.array([1, 1, 0])}
+  loss, metrics = objectives._pair({"nsp_logits": logits}, batch, "nsp")
+  want = -np.log(np.exp(logits[:2]) / np.exp(logits[:2]).sum(-1, keepdims=True))[[0, 1], [0, 0]].mean()
+  np.testing.assert_allclose(loss, want, rtol=1e-6)
+  assert float(metrics["nsp_accuracy"]) == 0.5

@@ -78,9 +78,6 @@ class Checkpointer:
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
 
-  def best_step(self) -> int | None:
-    return self.manager.best_step()
-
   def restore(self, target, step: int | None = None, *, data_iterator=None, fall_back: bool = True):
     """Restores the train state into `target` (see abstract_target) and, when given, the data
     iterator in place. Returns (step, state). Without `step`, the newest step that restores cleanly."""
@@ -138,12 +135,6 @@ class Checkpointer:
     self.manager.restore(
       step, args=ocp.args.Composite(data=grain.checkpoint.CheckpointRestore(data_iterator))
     )
-
-  def restore_config(self, step: int) -> dict | None:
-    try:
-      return self.manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
-    except Exception:  # an older checkpoint without a config item
-      return None
 
   def wait(self) -> None:
     self.manager.wait_until_finished()

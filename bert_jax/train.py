@@ -372,7 +372,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     start_step, state = other.restore(target)
     data_state_from, source = other, f"config.resume={config.resume} (step {start_step})"
   else:
-    state, _ = train_state.create_train_state(model, tx, mesh, rules, seed=config.seed)
+    state, _ = train_state.create_train_state(model, tx, mesh, rules, seed=config.seed, shardings=shardings)
     source = "scratch"
     if config.init_from:
       state = _restore_init_from(config.init_from, state, bert)

@@ -69,10 +69,12 @@ def state_shardings(model, tx, mesh: Mesh, rules, seq_len: int = 8):
   return unboxed, shardings
 
 
-def create_train_state(model, tx, mesh: Mesh, rules, seed: int = 0, seq_len: int = 8):
-  """A TrainState created in its shards; returns (state, shardings)."""
+def create_train_state(model, tx, mesh: Mesh, rules, seed: int = 0, seq_len: int = 8, shardings=None):
+  """A TrainState created in its shards; returns (state, shardings). Pass `shardings` from
+  state_shardings when you already have them."""
   init = _init_fn(model, tx, seq_len)
-  _, shardings = state_shardings(model, tx, mesh, rules, seq_len)
+  if shardings is None:
+    _, shardings = state_shardings(model, tx, mesh, rules, seq_len)
   with mesh_context(mesh, rules):
     state = jax.jit(lambda key: nn.meta.unbox(init(key)), out_shardings=shardings)(jax.random.key(seed))
   return state, shardings

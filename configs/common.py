@@ -96,6 +96,27 @@ def parse_arg(arg: str | None, **defaults):
 __all__ = ["VARIANTS", "model_config", "bert_config", "parse_arg", "variant_sizes"]
 
 
+def optimizer_config(name: str = "adamw", **overrides) -> ml_collections.ConfigDict:
+  """BERT's optimizer settings (AdamW: lr 1e-4, betas (0.9, 0.999), weight decay 0.01, 10k warmup;
+  LAMB's learning rate from the LAMB paper's BERT recipe). See bert_jax/optim.py."""
+  values = dict(
+    name=name,
+    learning_rate=1e-4 if name == "adamw" else 1.76e-3,
+    warmup_steps=10_000,
+    b1=0.9,
+    b2=0.999,
+    eps=1e-6,
+    weight_decay=0.01,
+    grad_clip=1.0,
+    accumulation_steps=1,
+  )
+  unknown = sorted(set(overrides) - set(values) - {"total_steps"})
+  if unknown:
+    raise ValueError(f"unknown optimizer settings {unknown}; known: {sorted(values)}")
+  values.update(overrides)
+  return ml_collections.ConfigDict(values)
+
+
 def mesh_config(
   strategy: str = "dp", data: int = -1, fsdp: int = 1, tensor: int = 1
 ) -> ml_collections.ConfigDict:

@@ -73,19 +73,7 @@ def get_config(arg=None):
   elif arg.phases != 1:
     raise ValueError(f"phases={arg.phases}; expected 1 or 2")
 
-  config.optimizer = ml_collections.ConfigDict(
-    dict(
-      name=arg.optimizer,
-      learning_rate=1e-4 if arg.optimizer == "adamw" else 1.76e-3,
-      warmup_steps=10_000,
-      b1=0.9,
-      b2=0.999,
-      eps=1e-6,
-      weight_decay=0.01,
-      grad_clip=1.0,
-      accumulation_steps=1,
-    )
-  )
+  config.optimizer = common.optimizer_config(arg.optimizer)
 
   config.log_every = 100
   config.eval_every = 10_000

@@ -115,27 +115,14 @@ def max_abs_diff_real(ours, ref, attention_mask) -> float:
 
 def tiny_training(objective: str = "mlm_nsp"):
   """(model, optimizer, objective) for a small BERT whose dimensions divide 8 devices every way."""
-  import ml_collections
-
   from bert_jax import objectives, optim
   from bert_jax.models import BertConfig, BertForPreTraining
+  from configs import common
 
   config = BertConfig(
     vocab_size=128, hidden_size=64, num_layers=2, num_heads=8, mlp_dim=128, max_position_embeddings=32
   )
-  opt = ml_collections.ConfigDict(
-    dict(
-      name="adamw",
-      learning_rate=1e-3,
-      warmup_steps=2,
-      total_steps=10,
-      b1=0.9,
-      b2=0.999,
-      eps=1e-6,
-      weight_decay=0.01,
-      grad_clip=1.0,
-    )
-  )
+  opt = common.optimizer_config("adamw", learning_rate=1e-3, warmup_steps=2, total_steps=10)
   return BertForPreTraining(config), optim.make_optimizer(opt), objectives.get(objective)
 
 

@@ -12,7 +12,7 @@ import sys
 import jax
 import numpy as np
 
-from bert_jax import checkpointing, sharding, train_state
+from bert_jax import checkpointing, convert, sharding, train_state
 from tests import helpers
 
 WORKER = os.path.join(os.path.dirname(__file__), "multiprocess_worker.py")
@@ -62,7 +62,7 @@ def test_two_processes_train_like_one_and_checkpoint_restores_elsewhere(tmp_path
   with np.load(tmp_path / "params.npz") as saved:
     got = {k: saved[k] for k in saved.files}
   ref = helpers.flat_params(jax.device_get(ref_state.params))
-  helpers.assert_params_close(_nest(got), _nest(ref))
+  helpers.assert_params_close(convert.unflatten(got), convert.unflatten(ref))
 
   # The checkpoint the two processes wrote (fsdp over 4 devices) restores here on 8 devices under tp.
   model, tx, _ = helpers.tiny_training()
@@ -75,14 +75,3 @@ def test_two_processes_train_like_one_and_checkpoint_restores_elsewhere(tmp_path
   assert kernel.sharding.mesh.shape["tensor"] == 4 and kernel.sharding.spec[1] == "tensor"
   helpers.assert_params_close(jax.device_get(restored.params), jax.device_get(ref_state.params))
   assert int(restored.step) == 3
-
-
-def _nest(flat):
-  tree = {}
-  for path, value in flat.items():
-    node = tree
-    *parents, leaf = path.split("/")
-    for p in parents:
-      node = node.setdefault(p, {})
-    node[leaf] = value
-  return tree

@@ -126,25 +126,9 @@ def test_fsdp_divides_param_and_optimizer_bytes():
   """BERT-base params + AdamW state under fsdp=8: each device holds total / 8, up to what stays
   replicated (tensors with no embed axis: the vocabulary bias, NSP bias, step counters)."""
   model = BertForPreTraining(common.bert_config(common.model_config("base")))
-  from ml_collections import ConfigDict
-
   from bert_jax import optim
 
-  tx = optim.make_optimizer(
-    ConfigDict(
-      dict(
-        name="adamw",
-        learning_rate=1e-4,
-        warmup_steps=10,
-        total_steps=100,
-        b1=0.9,
-        b2=0.999,
-        eps=1e-6,
-        weight_decay=0.01,
-        grad_clip=1.0,
-      )
-    )
-  )
+  tx = optim.make_optimizer(common.optimizer_config("adamw", warmup_steps=10, total_steps=100))
   mesh = sharding.make_mesh({"fsdp": -1})
   state, _ = train_state.create_train_state(model, tx, mesh, sharding.rules_for("fsdp"))
   arrays = jax.tree.leaves((state.params, state.opt_state))

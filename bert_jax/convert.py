@@ -58,6 +58,11 @@ _GLOBAL_RULES: dict[str, tuple[str, _Transform]] = {
   "cls.predictions.bias": ("mlm/output_bias", _COPY),
   "cls.seq_relationship.weight": ("nsp_head/classifier/kernel", _LINEAR),
   "cls.seq_relationship.bias": ("nsp_head/classifier/bias", _COPY),
+  # Fine-tuning heads: BertForSequenceClassification / TokenClassification / MultipleChoice, QuestionAnswering.
+  "classifier.weight": ("classifier/kernel", _LINEAR),
+  "classifier.bias": ("classifier/bias", _COPY),
+  "qa_outputs.weight": ("qa_outputs/kernel", _LINEAR),
+  "qa_outputs.bias": ("qa_outputs/bias", _COPY),
 }
 _LAYER_RULES: dict[str, tuple[str, _Transform]] = {
   "attention.self.query.weight": ("attention/query/kernel", _QKV_KERNEL),
@@ -84,7 +89,12 @@ _TIED_OR_BUFFERS = {
   "cls.predictions.decoder.weight",
   "cls.predictions.decoder.bias",
 }
-HEAD_PREFIXES = ("mlm", "nsp_head")
+HEAD_PREFIXES = ("mlm", "nsp_head", "classifier", "qa_outputs")
+_TOP_LEVEL_HF = (
+  "cls.",
+  "classifier.",
+  "qa_outputs.",
+)  # head weights HuggingFace does not prefix with "bert."
 
 
 class ConversionError(ValueError):
@@ -140,7 +150,8 @@ def hf_to_params(
   if unknown and strict:
     raise ConversionError(
       f"{source}: unknown weight name(s) {sorted(unknown)[:8]}{' ...' if len(unknown) > 8 else ''}; bert_jax "
-      "converts BertModel, BertForPreTraining and BertForMaskedLM weights (pass strict=False to skip others)"
+      "converts BertModel, BertForPreTraining, BertForMaskedLM and the BertFor<Task> heads "
+      "(strict=False skips others)"
     )
   _check_tied(state, flat, source)
   return unflatten(flat)
@@ -173,7 +184,7 @@ def params_to_hf(params: Mapping, config: BertConfig) -> dict[str, np.ndarray]:
     if path not in inverse:
       raise ConversionError(f"bert_jax parameter {path!r} has no HuggingFace BERT equivalent")
     name, (_, to_hf) = inverse[path]
-    if with_heads and not name.startswith("cls."):
+    if with_heads and not name.startswith(_TOP_LEVEL_HF):
       name = "bert." + name
     state[name] = np.ascontiguousarray(
       to_hf(np.asarray(value, np.float32) if value.dtype != np.float32 else np.asarray(value), config)

@@ -17,8 +17,6 @@ _DISTRIBUTED = flags.DEFINE_enum(
 )
 flags.mark_flags_as_required(["config", "workdir"])
 
-JOBS = ("pretrain", "embed")
-
 
 def main(argv):
   if len(argv) > 1:
@@ -28,17 +26,12 @@ def main(argv):
   from bert_jax import distributed
 
   distributed.initialize(_DISTRIBUTED.value)
-  config = _CONFIG.value
-  if config.job == "pretrain":
-    from bert_jax import train
+  from bert_jax import stages
 
-    train.train_and_evaluate(config, _WORKDIR.value)
-  elif config.job == "embed":
-    from bert_jax import embed
-
-    embed.run(config, _WORKDIR.value)
-  else:
-    raise app.UsageError(f"config.job={config.job!r} is unknown; known jobs: {list(JOBS)}")
+  try:
+    stages.run_job(_CONFIG.value, _WORKDIR.value)
+  except stages.UnknownJob as e:
+    raise app.UsageError(str(e)) from None
 
 
 if __name__ == "__main__":

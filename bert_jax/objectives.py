@@ -8,7 +8,12 @@ segments are swapped; 0 is the real, in-order pair for both.
 
 Each objective is registered with what it asks of the model and the data: its sentence-pair task
 (`pair_task`: "nsp", "sop" or None) and its model family (`model_family`: "bert" for
-BertForPreTraining, "electra" for ElectraForPretraining).
+BertForPreTraining, "electra" for ElectraForPretraining, "task" for the fine-tuning heads).
+
+Fine-tuning objectives are named after the task kinds (models/heads.py TASK_KINDS) and read `labels`
+(classification, regression, choice: (B,); tagging: (B, L) with -100 where no word starts) or
+`start_positions`/`end_positions` (span); rows with `valid` = 0 (filler of a last partial batch) count
+for nothing.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import optax
 Objective = Callable[[dict, dict], tuple[jax.Array, dict]]
 
 PAIR_TASKS = ("nsp", "sop")
-MODEL_FAMILIES = ("bert", "electra")
+MODEL_FAMILIES = ("bert", "electra", "task")
 # ELECTRA's weight on the discriminator loss: its per-token binary loss is far smaller than the
 # generator's vocabulary-wide cross-entropy, and the paper found 50 works best.
 ELECTRA_RTD_WEIGHT = 50.0
@@ -176,3 +181,60 @@ def electra_loss(outputs, batch, rtd_weight: float = ELECTRA_RTD_WEIGHT):
 
 
 register("electra", model_family="electra")(functools.partial(electra_loss, rtd_weight=ELECTRA_RTD_WEIGHT))
+
+
+# --- fine-tuning ---------------------------------------------------------------------------------
+
+IGNORE_INDEX = -100  # tagging labels on sub-tokens after a word's first, [CLS]/[SEP] and padding
+
+
+def _rows(batch, n: int) -> jax.Array:
+  return batch["valid"].astype(jnp.float32) if "valid" in batch else jnp.ones((n,), jnp.float32)
+
+
+def _weighted_ce(logits, labels, weights):
+  count = jnp.maximum(weights.sum(), 1.0)
+  losses = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
+  loss = (losses * weights).sum() / count
+  accuracy = ((logits.argmax(-1) == labels) * weights).sum() / count
+  return loss, accuracy
+
+
+@register("classification", model_family="task")
+def classification(outputs, batch):
+  logits = outputs["logits"]
+  loss, accuracy = _weighted_ce(logits, batch["labels"], _rows(batch, logits.shape[0]))
+  return loss, {"loss": loss, "accuracy": accuracy}
+
+
+@register("choice", model_family="task")
+def choice(outputs, batch):
+  return classification(outputs, batch)
+
+
+@register("regression", model_family="task")
+def regression(outputs, batch):
+  scores = outputs["logits"][..., 0].astype(jnp.float32)
+  rows = _rows(batch, scores.shape[0])
+  loss = (jnp.square(scores - batch["labels"].astype(jnp.float32)) * rows).sum() / jnp.maximum(
+    rows.sum(), 1.0
+  )
+  return loss, {"loss": loss}
+
+
+@register("tagging", model_family="task")
+def tagging(outputs, batch):
+  logits, labels = outputs["logits"], batch["labels"]
+  weights = (labels != IGNORE_INDEX).astype(jnp.float32) * _rows(batch, labels.shape[0])[:, None]
+  loss, accuracy = _weighted_ce(logits, jnp.maximum(labels, 0), weights)
+  return loss, {"loss": loss, "token_accuracy": accuracy}
+
+
+@register("span", model_family="task")
+def span(outputs, batch):
+  """BERT's SQuAD loss: the mean of the start and end cross-entropies over the sequence positions."""
+  rows = _rows(batch, batch["start_positions"].shape[0])
+  start_loss, start_acc = _weighted_ce(outputs["start_logits"], batch["start_positions"], rows)
+  end_loss, end_acc = _weighted_ce(outputs["end_logits"], batch["end_positions"], rows)
+  loss = (start_loss + end_loss) / 2
+  return loss, {"loss": loss, "start_accuracy": start_acc, "end_accuracy": end_acc}

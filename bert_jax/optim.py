@@ -3,8 +3,13 @@ no weight decay on biases and LayerNorm; global-norm clipping."""
 
 from __future__ import annotations
 
+import re
+
 import jax
+import jax.numpy as jnp
 import optax
+
+_LAYER = re.compile(r"^layer_(\d+)$")
 
 
 def schedule(learning_rate: float, warmup_steps: int, total_steps: int) -> optax.Schedule:
@@ -25,10 +30,44 @@ def decay_mask(params):
   return jax.tree_util.tree_map_with_path(decays, params)
 
 
-def make_optimizer(config, total_steps: int | None = None) -> optax.GradientTransformation:
+def layer_decay_factor(path, shape, decay: float, num_layers: int):
+  """The learning-rate multiplier of one parameter under layer-wise decay (ELECTRA, BEiT): the task head
+  and pooler 1, encoder layer i (0-based) decay**(num_layers - i), the embeddings decay**(num_layers + 1).
+  A scanned encoder's leaves carry the layer on their leading axis: the factor is an array over it."""
+  names = [getattr(k, "key", None) for k in path]
+  if "embeddings" in names:
+    return decay ** (num_layers + 1)
+  for name in names:
+    m = _LAYER.match(name) if isinstance(name, str) else None
+    if m:
+      return decay ** (num_layers - int(m.group(1)))
+  if "encoder" in names and "layers" in names:
+    factors = decay ** (num_layers - jnp.arange(num_layers, dtype=jnp.float32))
+    return factors.reshape((num_layers,) + (1,) * (len(shape) - 1))
+  return 1.0
+
+
+def scale_by_layer_decay(decay: float, num_layers: int) -> optax.GradientTransformation:
+  """Multiplies each update by its layer's factor: lower layers, which hold more general features,
+  move less during fine-tuning."""
+
+  def update(updates, state, params=None):
+    del params
+    scaled = jax.tree_util.tree_map_with_path(
+      lambda path, u: u * jnp.asarray(layer_decay_factor(path, u.shape, decay, num_layers), u.dtype), updates
+    )
+    return scaled, state
+
+  return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
+def make_optimizer(
+  config, total_steps: int | None = None, num_layers: int | None = None
+) -> optax.GradientTransformation:
   """config: name (adamw | lamb), learning_rate, warmup_steps, b1, b2, eps, weight_decay, grad_clip
-  (0 disables), and total_steps unless given. Gradient accumulation happens in the train step
-  (train_state.train_step_fn), so one optimizer step is one global batch."""
+  (0 disables), layer_decay (1.0 disables; needs num_layers) and total_steps unless given. Gradient
+  accumulation happens in the train step (train_state.train_step_fn), so one optimizer step is one
+  global batch."""
   total_steps = config.total_steps if total_steps is None else total_steps
   if config.warmup_steps > total_steps:
     raise ValueError(f"optimizer.warmup_steps={config.warmup_steps} exceeds the run's {total_steps} steps")
@@ -43,6 +82,13 @@ def make_optimizer(config, total_steps: int | None = None) -> optax.GradientTran
     )
   else:
     raise ValueError(f"unknown optimizer {config.name!r}; known: ['adamw', 'lamb']")
+  layer_decay = config.layer_decay
+  if not 0.0 < layer_decay <= 1.0:
+    raise ValueError(f"optimizer.layer_decay={layer_decay}; expected a factor in (0, 1] (1 disables)")
+  if layer_decay != 1.0:
+    if not num_layers:
+      raise ValueError("optimizer.layer_decay needs the model's num_layers")
+    opt = optax.chain(opt, scale_by_layer_decay(layer_decay, num_layers))
   if config.grad_clip:
     opt = optax.chain(optax.clip_by_global_norm(config.grad_clip), opt)
   return opt

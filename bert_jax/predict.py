@@ -1,32 +1,418 @@
-"""Inference CLI: one JSON object per input line.
+"""Inference: the `Predictor` API and CLI. Text in; labels, scores, answer spans or entities out.
 
-    python -m bert_jax.predict --model PATH [--pooling cls|mean|max] FILE|-
+    from bert_jax.predict import Predictor
+    p = Predictor.from_pretrained("runs/sst2/export")
+    p.predict("This is a sample sentence.")   # {"label": "pos", "probabilities": {...}, "logits": [...]}
+    p.answer("Who wrote it?", "Moby Dick was written by Herman Melville.")   # span QA
+    p.choose("She opened the door.", ["She walked in.", "The door ate."])     # multiple choice
 
-Each input line is a text, or a JSON object {"text": ..., "pair": ...} when it starts with "{".
-Each output line is {"text": ..., "embedding": [...]} with the pooled embedding.
+A fine-tuned model folder is what the fine-tuning runner exports (`WORKDIR/export`: bert_jax_config.json
+with a "task" entry, params.safetensors, tokenizer files), or a HuggingFace BertFor<Task> folder
+(BertForSequenceClassification, BertForTokenClassification, BertForQuestionAnswering,
+BertForMultipleChoice), whose config.json names the architecture and labels.
+
+CLI, JSON lines in and out (a plain line is {"text": line}):
+
+    python -m bert_jax.predict --model DIR FILE|-
+
+  classification / regression / tagging: {"text": ..., "pair": ...}
+  span QA:                               {"question": ..., "context": ...}
+  multiple choice:                       {"context": ..., "endings": [...]}
+A pretrained encoder without a task head answers with its pooled embedding ({"embedding": [...]}).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import os
 import sys
-from typing import Iterable, Iterator
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from bert_jax import convert, files
+
+HF_ARCHITECTURES = {
+  "BertForSequenceClassification": "classification",
+  "BertForTokenClassification": "tagging",
+  "BertForQuestionAnswering": "span",
+  "BertForMultipleChoice": "choice",
+}
 
 
-def read_examples(lines: Iterable[str], source: str) -> Iterator[tuple[str, str | None]]:
+class PredictorError(ValueError):
+  pass
+
+
+# --- fine-tuned model folders ------------------------------------------------------------------
+
+
+def save_task_model(directory: str, bert, params: dict, tokenizer, task: dict) -> None:
+  """Writes a fine-tuned model: the parameter tree (encoder + head), the model config and the task
+  (kind, label names, sequence length, metric, SQuAD settings) for the Predictor."""
+  from safetensors.numpy import save_file
+
+  from bert_jax.pretrained import BERT_JAX_CONFIG, BERT_JAX_PARAMS, FORMAT_VERSION
+
+  os.makedirs(directory, exist_ok=True)
+  flat = {k: np.asarray(v) for k, v in convert.flatten(params).items()}
+  with files.atomic_path(os.path.join(directory, BERT_JAX_PARAMS)) as tmp:
+    save_file(flat, tmp)
+  tokenizer.save(directory)
+  files.write_json(
+    os.path.join(directory, BERT_JAX_CONFIG),
+    {"format": "bert_jax", "version": FORMAT_VERSION, "model": bert.to_dict(), "task": task},
+  )
+
+
+def _read_bert_jax(path: str):
+  from safetensors.numpy import load_file
+
+  from bert_jax.models import BertConfig
+  from bert_jax.models.config import read_json
+  from bert_jax.pretrained import BERT_JAX_CONFIG, BERT_JAX_PARAMS
+
+  config_path = os.path.join(path, BERT_JAX_CONFIG)
+  meta = read_json(config_path)
+  task = meta.get("task")
+  if not isinstance(task, dict) or "kind" not in task:
+    raise PredictorError(
+      f"{config_path}: no fine-tuned task in this folder (a pretrained encoder); use "
+      "bert_jax.from_pretrained for embeddings, or fine-tune it first (configs/finetune.py)"
+    )
+  config = BertConfig.from_dict(meta["model"], source=config_path)
+  return config, convert.unflatten(load_file(os.path.join(path, BERT_JAX_PARAMS))), task
+
+
+def _read_huggingface(path: str):
+  from bert_jax.models import BertConfig
+  from bert_jax.models.config import read_json
+
+  config_path = os.path.join(path, "config.json")
+  hf = read_json(config_path)
+  architectures = [a for a in hf.get("architectures") or [] if a in HF_ARCHITECTURES]
+  if not architectures:
+    raise PredictorError(
+      f"{config_path}: architectures={hf.get('architectures')} has no task head; the Predictor serves "
+      f"{sorted(HF_ARCHITECTURES)} (use bert_jax.from_pretrained for a bare encoder)"
+    )
+  kind = HF_ARCHITECTURES[architectures[0]]
+  id2label = hf.get("id2label") or {}
+  labels = [str(id2label.get(str(i), id2label.get(i, f"LABEL_{i}"))) for i in range(len(id2label))]
+  if kind == "classification" and (hf.get("problem_type") == "regression" or len(labels) == 1):
+    kind, labels = "regression", []
+  config = BertConfig.from_hf_dict(hf, source=config_path)
+  state, source = convert.read_hf_weights(path)
+  params = convert.hf_to_params(state, config, source=source)
+  max_len = int(hf.get("max_position_embeddings", 512))
+  task = {
+    "kind": kind,
+    "labels": labels if kind in ("classification", "tagging") else [],
+    "max_seq_length": max_len,
+  }
+  if kind == "span":
+    task["squad"] = {
+      "version_2": False,
+      "n_best": 20,
+      "max_answer_length": 30,
+      "null_score_diff_threshold": 0.0,
+    }
+  return config, params, task
+
+
+# --- tagging helpers -----------------------------------------------------------------------------
+
+
+def words_from_pieces(
+  tokens: Sequence[str], offsets: Sequence[tuple[int, int]]
+) -> list[tuple[int, int, int]]:
+  """[(first piece index, start char, end char)] per word: a word is a piece not starting with "##"
+  and the "##" pieces after it ([CLS]/[SEP] and other zero-width pieces are skipped)."""
+  words: list[list[int]] = []
+  for i, (token, (start, end)) in enumerate(zip(tokens, offsets)):
+    if start == end:
+      continue
+    if token.startswith("##") and words:
+      words[-1][2] = end
+    else:
+      words.append([i, start, end])
+  return [tuple(w) for w in words]
+
+
+def bio_entities(tags: Sequence[str]) -> list[tuple[str, int, int]]:
+  """[(type, first word, last word)] from IOB2 tags; a stray I-X (after O or another type) opens an
+  entity, as conlleval counts it."""
+  entities, current = [], None
+  for i, tag in enumerate(list(tags) + ["O"]):
+    prefix, _, kind = tag.partition("-")
+    continues = current is not None and prefix == "I" and kind == current[0]
+    if current is not None and not continues:
+      entities.append(tuple(current))
+      current = None
+    if prefix in ("B", "I") and not continues:
+      current = [kind, i, i]
+    elif continues:
+      current[2] = i
+  return entities
+
+
+def _is_bio(labels: Sequence[str]) -> bool:
+  return any(label.startswith(("B-", "I-")) for label in labels)
+
+
+# --- the Predictor -------------------------------------------------------------------------------
+
+
+class Predictor:
+  """A fine-tuned BERT answering in its task's own terms; batched and jit-compiled per length bucket."""
+
+  def __init__(self, config, params: dict, tokenizer, task: dict, source: str = ""):
+    from bert_jax.models import task_model
+
+    self.config, self.params, self.tokenizer, self.task, self.source = config, params, tokenizer, task, source
+    self.kind = task["kind"]
+    self.labels = list(task.get("labels", []))
+    self.max_seq_length = min(int(task.get("max_seq_length", 512)), config.max_position_embeddings)
+    self.model = task_model(config, self.kind, len(self.labels))
+
+  @classmethod
+  def from_pretrained(cls, path: str | os.PathLike) -> Predictor:
+    from bert_jax.pretrained import detect_format
+    from bert_jax.tokenization import Tokenizer
+
+    path = os.fspath(path)
+    kind = detect_format(path)
+    if kind == "bert_jax":
+      config, params, task = _read_bert_jax(path)
+    elif kind == "huggingface":
+      config, params, task = _read_huggingface(path)
+    else:
+      raise PredictorError(f"{path}: a Google pretraining checkpoint has no fine-tuned task head")
+    tokenizer = Tokenizer.from_pretrained(path)
+    predictor = cls(config, params, tokenizer, task, path)
+    expected = predictor._shapes()
+    missing = sorted(set(expected) - set(params))
+    if missing:
+      raise PredictorError(f"{path}: the parameters lack {missing} for a {predictor.kind} model")
+    convert.check_against({k: params[k] for k in expected}, expected, source=path)
+    predictor.params = {k: _to_jnp(params[k]) for k in expected}
+    return predictor
+
+  def _shapes(self) -> dict:
+    import flax.linen as nn
+    import jax
+    import jax.numpy as jnp
+
+    shapes = jax.eval_shape(lambda: self.model.init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32)))
+    return nn.meta.unbox(shapes["params"])
+
+  @functools.cached_property
+  def _forward(self):
+    import jax
+
+    model = self.model
+
+    @jax.jit
+    def run(params, input_ids, attention_mask, token_type_ids):
+      out = model.apply({"params": params}, input_ids, attention_mask, token_type_ids)
+      keys = ("start_logits", "end_logits") if "start_logits" in out else ("logits",)
+      return {k: out[k] for k in keys}
+
+    return run
+
+  def _run(self, features: dict[str, np.ndarray], batch_size: int) -> dict[str, np.ndarray]:
+    """Outputs for every row, padded to batch_size rows and a length bucket (a multiple of 32)."""
+    ids = features["input_ids"]
+    n = ids.shape[0]
+    real = int(features["attention_mask"].reshape(-1, ids.shape[-1]).sum(-1).max(initial=1))
+    length = min(ids.shape[-1], -(-real // 32) * 32)
+    out: dict[str, list] = {}
+    for start in range(0, n, batch_size):
+      stop = min(start + batch_size, n)
+      chunk = []
+      for key in ("input_ids", "attention_mask", "token_type_ids"):
+        a = features[key][start:stop, ..., :length]
+        pad = np.zeros((batch_size - (stop - start),) + a.shape[1:], a.dtype)
+        chunk.append(np.concatenate([a, pad]))
+      for k, v in self._forward(self.params, *chunk).items():
+        out.setdefault(k, []).append(np.asarray(v, np.float32)[: stop - start])
+    return {k: np.concatenate(v) for k, v in out.items()}
+
+  # -- classification, regression, tagging --
+
+  def predict(
+    self, texts: str | Sequence[str], pairs: str | Sequence[str] | None = None, *, batch_size: int = 32
+  ) -> dict | list[dict]:
+    """Labels with probabilities (classification), a score (regression), or words with tags and
+    entities with character offsets (tagging). One text in, one dict out; a list in, a list out."""
+    single = isinstance(texts, str)
+    texts = [texts] if single else list(texts)
+    if pairs is not None:
+      pairs = [pairs] if isinstance(pairs, str) else list(pairs)
+      if len(pairs) != len(texts):
+        raise PredictorError(f"predict: {len(texts)} texts but {len(pairs)} pairs")
+    if self.kind == "span":
+      raise PredictorError("this is a span QA model: call answer(question, context)")
+    if self.kind == "choice":
+      raise PredictorError("this is a multiple-choice model: call choose(context, endings)")
+    if not texts:
+      return []
+    results = (
+      self._tag(texts, batch_size) if self.kind == "tagging" else self._classify(texts, pairs, batch_size)
+    )
+    return results[0] if single else results
+
+  def _classify(self, texts, pairs, batch_size) -> list[dict]:
+    enc = self.tokenizer(texts, pairs, max_length=self.max_seq_length, truncation=True, padding="max_length")
+    logits = self._run(enc, batch_size)["logits"]
+    if self.kind == "regression":
+      return [{"score": float(row[0])} for row in logits]
+    shifted = logits - logits.max(-1, keepdims=True)
+    probs = np.exp(shifted) / np.exp(shifted).sum(-1, keepdims=True)
+    return [
+      {
+        "label": self.labels[int(row.argmax())],
+        "probabilities": {label: round(float(p), 6) for label, p in zip(self.labels, row)},
+        "logits": [round(float(v), 6) for v in logit_row],
+      }
+      for row, logit_row in zip(probs, logits)
+    ]
+
+  def _tag(self, texts, batch_size) -> list[dict]:
+    encodings = [self.tokenizer.encode(t, max_length=self.max_seq_length) for t in texts]
+    width = self.max_seq_length
+    features = {
+      key: np.stack([np.pad(np.asarray(e[key], np.int32), (0, width - len(e[key]))) for e in encodings])
+      for key in ("input_ids", "attention_mask", "token_type_ids")
+    }
+    logits = self._run(features, batch_size)["logits"]
+    results = []
+    for text, enc, row in zip(texts, encodings, logits):
+      words = words_from_pieces(enc["tokens"], enc["offsets"])
+      tags = [self.labels[int(row[first].argmax())] for first, _, _ in words]
+      result: dict[str, Any] = {
+        "words": [{"text": text[s:e], "start": s, "end": e, "tag": t} for (_, s, e), t in zip(words, tags)]
+      }
+      if _is_bio(self.labels):
+        result["entities"] = [
+          {"type": kind, "text": text[words[a][1] : words[b][2]], "start": words[a][1], "end": words[b][2]}
+          for kind, a, b in bio_entities(tags)
+        ]
+      results.append(result)
+    return results
+
+  # -- span QA --
+
+  def answer(
+    self, questions: str | Sequence[str], contexts: str | Sequence[str], *, batch_size: int = 32
+  ) -> dict | list[dict]:
+    """The answer's text and character offsets in its context; for SQuAD 2.0 models, "" with
+    no_answer=True when the no-answer score wins (by the threshold tuned on dev)."""
+    from bert_jax.data import squad
+
+    if self.kind != "span":
+      raise PredictorError(f"answer() needs a span QA model; this one is {self.kind}")
+    single = isinstance(questions, str)
+    questions = [questions] if single else list(questions)
+    contexts = [contexts] if isinstance(contexts, str) else list(contexts)
+    if len(questions) != len(contexts):
+      raise PredictorError(f"answer: {len(questions)} questions but {len(contexts)} contexts")
+    settings = self.task.get("squad", {})
+    examples = [squad.QAExample(str(i), q, c, [], False) for i, (q, c) in enumerate(zip(questions, contexts))]
+    features = squad.make_features(
+      examples,
+      self.tokenizer,
+      max_seq_length=self.max_seq_length,
+      doc_stride=settings.get("doc_stride", 128),
+      max_query_length=settings.get("max_query_length", 64),
+      training=False,
+    )
+    arrays = {
+      "input_ids": features.input_ids,
+      "attention_mask": features.attention_mask,
+      "token_type_ids": features.token_type_ids,
+    }
+    out = self._run(arrays, batch_size)
+    width = features.input_ids.shape[1]  # _run trims padding columns; postprocess indexes full windows
+    out = {k: np.pad(v, ((0, 0), (0, width - v.shape[1])), constant_values=-1e9) for k, v in out.items()}
+    threshold = self.task.get(
+      "tuned_null_score_diff_threshold", settings.get("null_score_diff_threshold", 0.0)
+    )
+    predictions = squad.postprocess(
+      examples,
+      features,
+      out["start_logits"],
+      out["end_logits"],
+      n_best=settings.get("n_best", 20),
+      max_answer_length=settings.get("max_answer_length", 30),
+      version_2=settings.get("version_2", False),
+      null_score_diff_threshold=threshold,
+    )
+    results = []
+    for e in examples:
+      p = predictions[e.qid]
+      results.append(
+        {
+          "answer": p.text,
+          "start": p.start_char,
+          "end": p.end_char,
+          "score": float(p.score),
+          "no_answer": p.text == "" and p.start_char < 0,
+        }
+      )
+    return results[0] if single else results
+
+  # -- multiple choice --
+
+  def choose(self, context: str, endings: Sequence[str]) -> dict:
+    """Which ending follows the context: the index, and a probability per ending."""
+    from bert_jax.data import tasks
+
+    if self.kind != "choice":
+      raise PredictorError(f"choose() needs a multiple-choice model; this one is {self.kind}")
+    example = tasks.ChoiceExample(context, list(endings), None, 0)
+    features = tasks.choice_features([example], self.tokenizer, self.max_seq_length)
+    logits = self._run(features, 1)["logits"][0]
+    probs = np.exp(logits - logits.max())
+    probs /= probs.sum()
+    return {"label": int(logits.argmax()), "probabilities": [round(float(p), 6) for p in probs]}
+
+
+def _to_jnp(tree):
+  import jax
+  import jax.numpy as jnp
+
+  return jax.tree.map(jnp.asarray, tree)
+
+
+# --- CLI -----------------------------------------------------------------------------------------
+
+
+def read_examples(lines: Iterable[str], source: str) -> Iterator[dict]:
   for number, line in enumerate(lines, 1):
     line = line.rstrip("\n")
+    if not line.strip():
+      continue
     if line.startswith("{"):
       try:
         obj = json.loads(line)
       except json.JSONDecodeError as e:
         raise ValueError(f"{source}:{number}: line starts with '{{' but is not valid JSON ({e})") from None
-      if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
-        raise ValueError(f'{source}:{number}: expected a JSON object with a string "text" field')
-      yield obj["text"], obj.get("pair")
+      if not isinstance(obj, dict):
+        raise ValueError(f"{source}:{number}: expected a JSON object")
+      yield dict(obj, _line=number)
     else:
-      yield line, None
+      yield {"text": line, "_line": number}
+
+
+def _need(record: dict, field: str, source: str, kind: type = str):
+  value = record.get(field)
+  if not isinstance(value, kind) or (kind is list and not all(isinstance(v, str) for v in value)):
+    what = "a list of strings" if kind is list else "a string"
+    raise ValueError(f'{source}:{record["_line"]}: expected a JSON object with {what} "{field}" field')
+  return value
 
 
 def _chunks(items: Iterator, size: int) -> Iterator[list]:
@@ -40,28 +426,88 @@ def _chunks(items: Iterator, size: int) -> Iterator[list]:
     yield chunk
 
 
+def _embedding_lines(bert, chunk, source, max_length, batch_size) -> Iterator[dict]:
+  for record in chunk:
+    _need(record, "text", source)
+  pairs = [r.get("pair") for r in chunk]
+  if any(p is not None for p in pairs) and not all(p is not None for p in pairs):
+    # Pairs and singles in one batch would need two encodes; keep each line's own meaning.
+    vectors = [
+      bert.encode([r["text"]], [r["pair"]] if r.get("pair") is not None else None, max_length=max_length)[
+        "pooler_output"
+      ][0]
+      for r in chunk
+    ]
+  else:
+    has_pairs = pairs[0] is not None
+    vectors = bert.encode(
+      [r["text"] for r in chunk], pairs if has_pairs else None, max_length=max_length, batch_size=batch_size
+    )["pooler_output"]
+  for record, vector in zip(chunk, vectors):
+    yield {
+      "text": record["text"],
+      **({"pair": record["pair"]} if record.get("pair") is not None else {}),
+      "embedding": [round(float(v), 7) for v in vector],
+    }
+
+
+def _task_lines(predictor: Predictor, chunk, source, batch_size) -> Iterator[dict]:
+  kind = predictor.kind
+  if kind == "span":
+    questions = [_need(r, "question", source) for r in chunk]
+    contexts = [_need(r, "context", source) for r in chunk]
+    outputs = predictor.answer(questions, contexts, batch_size=batch_size)
+  elif kind == "choice":
+    outputs = [
+      predictor.choose(_need(r, "context", source), _need(r, "endings", source, list)) for r in chunk
+    ]
+  else:
+    texts = [_need(r, "text", source) for r in chunk]
+    with_pair = [i for i, r in enumerate(chunk) if r.get("pair") is not None]
+    alone = [i for i, r in enumerate(chunk) if r.get("pair") is None]
+    outputs = [None] * len(chunk)
+    # Singles and pairs go in separate batches; each line keeps its own meaning and place.
+    if alone:
+      for i, out in zip(alone, predictor.predict([texts[i] for i in alone], batch_size=batch_size)):
+        outputs[i] = out
+    if with_pair:
+      pairs = [_need(chunk[i], "pair", source) for i in with_pair]
+      for i, out in zip(
+        with_pair, predictor.predict([texts[i] for i in with_pair], pairs, batch_size=batch_size)
+      ):
+        outputs[i] = out
+  for record, output in zip(chunk, outputs):
+    yield {**{k: v for k, v in record.items() if k != "_line"}, **output}
+
+
 def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(
     prog="python -m bert_jax.predict",
     description=__doc__,
     formatter_class=argparse.RawDescriptionHelpFormatter,
   )
-  parser.add_argument("--model", required=True, help="checkpoint folder (HuggingFace, Google or bert_jax)")
+  parser.add_argument(
+    "--model", required=True, help="a fine-tuned model folder, or a pretrained checkpoint folder"
+  )
   parser.add_argument(
     "--pooling",
     choices=("cls", "mean", "max"),
     default=None,
-    help="default: the checkpoint's (BERT's [CLS] pooler for HF/Google folders)",
+    help="embeddings of a pretrained encoder: default the checkpoint's (BERT's [CLS] pooler for HF/Google)",
   )
   parser.add_argument("--max-length", type=int, default=None)
   parser.add_argument("--batch-size", type=int, default=32)
-  parser.add_argument("input", help="a text file, or - for standard input")
+  parser.add_argument("input", help="a text or JSON-lines file, or - for standard input")
   args = parser.parse_args(argv)
 
   from bert_jax.pretrained import from_pretrained
 
+  predictor = bert = None
   try:
-    bert = from_pretrained(args.model, pooling=args.pooling)
+    try:
+      predictor = Predictor.from_pretrained(args.model)
+    except PredictorError:
+      bert = from_pretrained(args.model, pooling=args.pooling)  # a bare encoder: embeddings
     stream = sys.stdin if args.input == "-" else open(args.input, encoding="utf-8")
   except (OSError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
@@ -70,25 +516,12 @@ def main(argv: list[str] | None = None) -> int:
   try:
     with stream:
       for chunk in _chunks(read_examples(stream, source), 8 * args.batch_size):
-        texts = [t for t, _ in chunk]
-        pairs = [p for _, p in chunk]
-        has_pairs = any(p is not None for p in pairs)
-        if has_pairs and not all(p is not None for p in pairs):
-          # Pairs and singles in one batch would need two encodes; keep each line's own meaning.
-          results = [
-            bert.encode([t], [p] if p is not None else None, max_length=args.max_length, batch_size=1)[
-              "pooler_output"
-            ][0]
-            for t, p in chunk
-          ]
-        else:
-          results = bert.encode(
-            texts, pairs if has_pairs else None, max_length=args.max_length, batch_size=args.batch_size
-          )["pooler_output"]
-        for (text, pair), vector in zip(chunk, results):
-          record = {"text": text, "embedding": [round(float(v), 7) for v in vector]}
-          if pair is not None:
-            record["pair"] = pair
+        lines = (
+          _task_lines(predictor, chunk, source, args.batch_size)
+          if predictor is not None
+          else _embedding_lines(bert, chunk, source, args.max_length, args.batch_size)
+        )
+        for record in lines:
           sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
   except UnicodeDecodeError as e:
     print(f"error: {source}: not UTF-8 text ({e})", file=sys.stderr)

@@ -217,6 +217,14 @@ def from_pretrained(
     keep.add("mlm")
     if config.pooling == "cls":  # NSP reads BERT's pooler; mean/max pooling has none
       keep.add("nsp_head")
+  dropped = sorted(set(params) & {"classifier", "qa_outputs"})
+  if dropped:
+    logging.warning(
+      "%s: fine-tuned task head %s not loaded: from_pretrained gives the encoder "
+      "(bert_jax.predict.Predictor loads the whole task model)",
+      path,
+      dropped,
+    )
   params = {k: v for k, v in params.items() if k in keep}
   if config.pooling != "cls":
     params["bert"] = {k: v for k, v in params["bert"].items() if k != "pooler"}

@@ -12,9 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import os
-import signal
 import time
 from typing import Any
 
@@ -25,13 +23,10 @@ from bert_jax import checkpointing, distributed, objectives, optim, sharding, su
 from bert_jax.data import masking as masking_lib
 from bert_jax.data import pipeline, records, text
 from bert_jax.models import BertConfig, BertForPreTraining, scan_params
+from bert_jax.run_control import Preemption, TrainingError, check_finite, eta, host_metrics, host_tree
 from bert_jax.tokenization import Tokenizer, train_wordpiece
 
 log = logging.getLogger("bert_jax.train")
-
-
-class TrainingError(RuntimeError):
-  pass
 
 
 @dataclasses.dataclass
@@ -253,52 +248,22 @@ def _restore_init_from(path: str, state, bert: BertConfig):
   return state.replace(params=jax.device_put(params, shardings))
 
 
+def export_model(params, bert: BertConfig, tokenizer: Tokenizer, workdir: str, family: str) -> str | None:
+  """Writes the trained BERT (encoder + MLM/NSP heads) to WORKDIR/export as a bert_jax folder, which
+  from_pretrained and fine-tuning's init_from read. ELECTRA's discriminator/generator pair is not a
+  BertForPreTraining tree: its export is left to the checkpoints."""
+  if family != "bert":
+    return None
+  params = host_tree(params)
+  path = os.path.join(workdir, "export")
+  if distributed.is_primary():
+    from bert_jax.pretrained import PretrainedBert
+
+    PretrainedBert(config=bert, params=params, tokenizer=tokenizer, source=workdir).save(path)
+  return path
+
+
 # --- the loop ----------------------------------------------------------------------------------
-
-
-class _Preemption:
-  """SIGTERM (a preemption notice, a scheduler's stop) sets a flag the loop checks every step."""
-
-  def __init__(self):
-    self.requested = False
-    self._previous = None
-
-  def __enter__(self):
-    try:
-      self._previous = signal.signal(signal.SIGTERM, self._handle)
-    except ValueError:  # not the main thread: leave signals alone
-      self._previous = None
-    return self
-
-  def _handle(self, signum, frame):
-    log.warning("SIGTERM received: saving a checkpoint and stopping")
-    self.requested = True
-
-  def __exit__(self, *exc):
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
-
-
-def _host_metrics(metrics) -> dict[str, float]:
-  return {k: float(v) for k, v in jax.device_get(metrics).items()}
-
-
-def _check_finite(metrics: dict[str, float], step: int) -> None:
-  bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
-  if bad:
-    raise TrainingError(
-      f"non-finite metrics at step {step}: {bad}; the run stops here (the last checkpoint "
-      "is intact). Lower the learning rate, enable grad_clip, or check the data."
-    )
-
-
-def _eta(seconds: float) -> str:
-  seconds = int(seconds)
-  return (
-    f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    if seconds >= 3600
-    else f"{seconds // 60}m{seconds % 60:02d}s"
-  )
 
 
 def evaluate(eval_step, params, data_dir, config, phase, vocab, mesh, max_batches: int) -> dict[str, float]:
@@ -321,7 +286,7 @@ def evaluate(eval_step, params, data_dir, config, phase, vocab, mesh, max_batche
       batch["masked_ids"].ravel(), weights=batch["masked_weights"].ravel(), minlength=vocab.vocab_size
     )
     metrics, weight = eval_step(params, sharding.global_batch(batch, mesh))
-    metrics, weight = _host_metrics(metrics), float(weight)
+    metrics, weight = host_metrics(metrics), float(weight)
     for k, v in metrics.items():
       totals[k] = totals.get(k, 0.0) + v * weight
     total_weight += weight
@@ -401,7 +366,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   def save(step, it, metrics=None, force=False):
     ckpt.save(step, state, data_iterator=it, config=config_json, metrics=metrics, force=force)
 
-  with _Preemption() as preemption:
+  with Preemption() as preemption:
     for phase in phases:
       if step >= phase.stop:
         continue
@@ -431,13 +396,13 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
         batch = next(iterator)
         state, metrics = train_step(state, sharding.global_batch(batch, mesh))
         if pending is not None:
-          _check_finite(_host_metrics(pending[1]), pending[0])
+          check_finite(host_metrics(pending[1]), pending[0])
         step += 1
         pending = (step, metrics)
         window_steps += 1
         if step % config.log_every == 0 or step == phase.stop:
-          host = _host_metrics(metrics)
-          _check_finite(host, step)
+          host = host_metrics(metrics)
+          check_finite(host, step)
           pending = None
           elapsed = time.perf_counter() - window_start
           steps_per_s = window_steps / max(elapsed, 1e-9)
@@ -451,7 +416,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
           if peak:
             host["mfu"] = step_flops * steps_per_s / (peak * jax.device_count())
             line += f" | MFU {100 * host['mfu']:.1f}%"
-          line += f" | ETA {_eta((config.total_steps - step) / max(steps_per_s, 1e-9))}"
+          line += f" | ETA {eta((config.total_steps - step) / max(steps_per_s, 1e-9))}"
           writer.write(step, {f"train/{k}": v for k, v in host.items()})
           last_train = host
           if primary:
@@ -481,15 +446,17 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
           ckpt.close()
           return {"train": last_train, "eval": last_eval, "step": step, "preempted": True}
       if pending is not None:
-        _check_finite(_host_metrics(pending[1]), pending[0])
+        check_finite(host_metrics(pending[1]), pending[0])
   ckpt.wait()
   writer.close()
   ckpt.close()
+  export = export_model(state.params, bert, tokenizer, workdir, objectives.model_family(config.objective))
   if primary:
     plot = summaries.plot_curves(writer.path, os.path.join(workdir, "curves.png"))
     print(
       f"done: {step} steps. checkpoints: {ckpt.directory}\n  TensorBoard: tensorboard --logdir "
-      f"{writer.tensorboard_dir}\n  metrics: {writer.path}\n  loss curves: {plot}",
+      f"{writer.tensorboard_dir}\n  metrics: {writer.path}\n  loss curves: {plot}"
+      + (f"\n  model (fine-tune it with init_from={workdir}): {export}" if export else ""),
       flush=True,
     )
   return {"train": last_train, "eval": last_eval, "step": step, "preempted": False}

@@ -109,6 +109,7 @@ def optimizer_config(name: str = "adamw", **overrides) -> ml_collections.ConfigD
     weight_decay=0.01,
     grad_clip=1.0,
     accumulation_steps=1,
+    layer_decay=1.0,  # < 1: layer-wise learning-rate decay (fine-tuning; see bert_jax/optim.py)
   )
   unknown = sorted(set(overrides) - set(values) - {"total_steps"})
   if unknown:

@@ -81,9 +81,11 @@ def pool(config: BertConfig, hidden: Array, attention_mask: Array, pooler: nn.Mo
 
 
 class BertModel(nn.Module):
-  """Returns {"last_hidden_state": (B, L, H), "pooler_output": (B, H)}."""
+  """Returns {"last_hidden_state": (B, L, H), "pooler_output": (B, H)}. With `with_pooler=False`
+  (token tagging and span QA, as in HuggingFace's heads) there is no pooler and no pooler_output."""
 
   config: BertConfig
+  with_pooler: bool = True
 
   def setup(self):
     c = self.config
@@ -91,7 +93,8 @@ class BertModel(nn.Module):
     self.embeddings = Embeddings(c)
     self.encoder = BertEncoder(c)
     # Only BERT's own pooler has weights; mean/max pooling need none.
-    self.pooler = dense(c, c.hidden_size, (None,), ("embed",), name="pooler") if c.pooling == "cls" else None
+    with_weights = c.pooling == "cls" and self.with_pooler
+    self.pooler = dense(c, c.hidden_size, (None,), ("embed",), name="pooler") if with_weights else None
 
   def __call__(
     self,
@@ -113,6 +116,8 @@ class BertModel(nn.Module):
       segment_ids=segment_ids,
       deterministic=deterministic,
     )
+    if not self.with_pooler:
+      return {"last_hidden_state": hidden}
     if attention_mask is None:
       attention_mask = jnp.ones_like(input_ids)
     return {

@@ -85,3 +85,165 @@ class BertForPreTraining(nn.Module):
     if self.nsp_head is not None:
       out["nsp_logits"] = self.nsp_head(out["pooler_output"])
     return out
+
+
+# --- fine-tuning heads ----------------------------------------------------------------------------
+# Each returns {"logits": ...} (span: "start_logits"/"end_logits") and the encoder outputs. Parameter
+# names follow HuggingFace's task models (`classifier`, `qa_outputs`) so checkpoints convert both ways.
+
+TASK_KINDS = ("classification", "regression", "tagging", "span", "choice")
+
+
+class BertForSequenceClassification(nn.Module):
+  """Pooled output -> dropout -> dense: `num_labels` logits, or one score for regression (num_labels=1)."""
+
+  config: BertConfig
+  num_labels: int
+
+  @nn.compact
+  def __call__(
+    self,
+    input_ids,
+    attention_mask=None,
+    token_type_ids=None,
+    position_ids=None,
+    *,
+    segment_ids=None,
+    deterministic=True,
+  ) -> dict[str, Array]:
+    c = self.config
+    out = BertModel(c, name="bert")(
+      input_ids,
+      attention_mask,
+      token_type_ids,
+      position_ids,
+      segment_ids=segment_ids,
+      deterministic=deterministic,
+    )
+    pooled = nn.Dropout(c.dropout_rate)(out["pooler_output"], deterministic=deterministic)
+    out["logits"] = dense(c, self.num_labels, ("embed",), (None,), name="classifier")(pooled)
+    return out
+
+
+class BertForTokenClassification(nn.Module):
+  """Per-token logits (B, L, num_labels): tagging (NER, POS). Losses read the first sub-token of each word."""
+
+  config: BertConfig
+  num_labels: int
+
+  @nn.compact
+  def __call__(
+    self,
+    input_ids,
+    attention_mask=None,
+    token_type_ids=None,
+    position_ids=None,
+    *,
+    segment_ids=None,
+    deterministic=True,
+  ) -> dict[str, Array]:
+    c = self.config
+    out = BertModel(c, with_pooler=False, name="bert")(
+      input_ids,
+      attention_mask,
+      token_type_ids,
+      position_ids,
+      segment_ids=segment_ids,
+      deterministic=deterministic,
+    )
+    hidden = nn.Dropout(c.dropout_rate)(out["last_hidden_state"], deterministic=deterministic)
+    logits = dense(c, self.num_labels, ("embed",), (None,), name="classifier")(hidden)
+    out["logits"] = constrain(logits, ("batch", "length", None))
+    return out
+
+
+class BertForQuestionAnswering(nn.Module):
+  """Span extraction (SQuAD): start and end logits (B, L) from one dense layer over the last hidden states."""
+
+  config: BertConfig
+
+  @nn.compact
+  def __call__(
+    self,
+    input_ids,
+    attention_mask=None,
+    token_type_ids=None,
+    position_ids=None,
+    *,
+    segment_ids=None,
+    deterministic=True,
+  ) -> dict[str, Array]:
+    c = self.config
+    out = BertModel(c, with_pooler=False, name="bert")(
+      input_ids,
+      attention_mask,
+      token_type_ids,
+      position_ids,
+      segment_ids=segment_ids,
+      deterministic=deterministic,
+    )
+    logits = dense(c, 2, ("embed",), (None,), name="qa_outputs")(out["last_hidden_state"])
+    out["start_logits"] = constrain(logits[..., 0], ("batch", "length"))
+    out["end_logits"] = constrain(logits[..., 1], ("batch", "length"))
+    return out
+
+
+class BertForMultipleChoice(nn.Module):
+  """Inputs (B, C, L): each choice is encoded as its own sequence, its pooled output scored by one dense
+  unit; logits (B, C) compete in a softmax over the choices (SWAG)."""
+
+  config: BertConfig
+
+  @nn.compact
+  def __call__(
+    self,
+    input_ids,
+    attention_mask=None,
+    token_type_ids=None,
+    position_ids=None,
+    *,
+    segment_ids=None,
+    deterministic=True,
+  ) -> dict[str, Array]:
+    c = self.config
+    if input_ids.ndim == 2:  # (B, L): one choice each (what shape-only initialisation passes)
+      input_ids, attention_mask, token_type_ids, position_ids, segment_ids = (
+        None if x is None else x[:, None]
+        for x in (input_ids, attention_mask, token_type_ids, position_ids, segment_ids)
+      )
+    batch, choices, length = input_ids.shape
+
+    def flat(x):
+      return None if x is None else x.reshape(batch * choices, length)
+
+    out = BertModel(c, name="bert")(
+      flat(input_ids),
+      flat(attention_mask),
+      flat(token_type_ids),
+      flat(position_ids),
+      segment_ids=flat(segment_ids),
+      deterministic=deterministic,
+    )
+    pooled = nn.Dropout(c.dropout_rate)(out["pooler_output"], deterministic=deterministic)
+    scores = dense(c, 1, ("embed",), (None,), name="classifier")(pooled)
+    out["logits"] = scores.reshape(batch, choices)
+    return out
+
+
+def task_model(config: BertConfig, kind: str, num_labels: int = 0) -> nn.Module:
+  """The head model for a fine-tuning task kind (see TASK_KINDS)."""
+  if kind == "classification":
+    if num_labels < 2:
+      raise ValueError(f"classification needs at least 2 labels, got num_labels={num_labels}")
+    return BertForSequenceClassification(config, num_labels)
+  if kind == "regression":
+    return BertForSequenceClassification(config, 1)
+  if kind == "tagging":
+    if num_labels < 1:
+      raise ValueError(f"tagging needs at least one tag, got num_labels={num_labels}")
+    return BertForTokenClassification(config, num_labels)
+  if kind == "span":
+    return BertForQuestionAnswering(config)
+  if kind == "choice":
+    return BertForMultipleChoice(config)
+  raise ValueError(f"unknown task kind {kind!r}; known: {list(TASK_KINDS)}")

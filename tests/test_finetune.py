@@ -1,0 +1,204 @@
+"""The fine-tuning runner end to end: learning, evaluation every epoch, best-epoch export, the
+Predictor on the export, exact resume after preemption, seed grids with mean ± std, clear errors."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from bert_jax import checkpointing, finetune, summaries
+from bert_jax.predict import Predictor
+from configs import finetune as finetune_configs
+from tests import helpers
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _write_jsonl(path, rows):
+  with open(path, "w", encoding="utf-8") as f:
+    for row in rows:
+      f.write(json.dumps(row) + "\n")
+
+
+def _rule_data(directory, n_train=160, n_eval=32, seed=0):
+  """Sentences of whole words of the tiny model's 99-token vocab; the label says whether "one" occurs:
+  a rule a tiny BERT learns."""
+  rng = np.random.default_rng(seed)
+  vocab = set(helpers.write_vocab(directory, 99))
+  words = [w for w in helpers.WORDS if w in vocab and w != "one"]
+
+  def rows(n):
+    out = []
+    for i in range(n):
+      sentence = list(rng.choice(words, size=int(rng.integers(4, 10))))
+      positive = i % 2 == 0
+      if positive:
+        sentence.insert(int(rng.integers(0, len(sentence))), "one")
+      out.append({"text": " ".join(sentence), "label": "wet" if positive else "dry"})
+    return out
+
+  train, valid = os.path.join(directory, "train.jsonl"), os.path.join(directory, "valid.jsonl")
+  _write_jsonl(train, rows(n_train))
+  _write_jsonl(valid, rows(n_eval))
+  return train, valid
+
+
+@pytest.fixture(scope="module")
+def tiny_setup(tmp_path_factory):
+  base = tmp_path_factory.mktemp("finetune")
+  model_dir = base / "model"
+  model_dir.mkdir()
+  helpers.tiny_hf_folder(str(model_dir), "BertModel")
+  train, valid = _rule_data(str(base))
+  return str(model_dir), train, valid
+
+
+def _config(model_dir, train, valid, **changes):
+  config = finetune_configs.get_config("task=classification")
+  config.unlock()
+  config.init_from = model_dir
+  config.data.train = train
+  config.data.validation = valid
+  config.data.max_seq_length = 16
+  config.batch_size = 16
+  config.eval_batch_size = 16
+  config.epochs = 3
+  config.optimizer.learning_rate = 3e-3
+  config.log_every = 100
+  for key, value in changes.items():
+    target = config
+    *parents, leaf = key.split(".")
+    for p in parents:
+      target = target[p]
+    target[leaf] = value
+  config.lock()
+  return config
+
+
+def test_finetune_learns_evaluates_every_epoch_and_exports_the_best(tiny_setup, tmp_path):
+  config = _config(*tiny_setup, epochs=6)
+  result = finetune.finetune_and_evaluate(config, str(tmp_path))
+  history = [r for r in summaries.read_metrics(str(tmp_path / "metrics.jsonl")) if "eval/accuracy" in r]
+  assert [r["step"] for r in history] == [
+    10,
+    20,
+    30,
+    40,
+    50,
+    60,
+  ]  # 160 examples / batch 16 = 10 steps per epoch
+  best = max(history, key=lambda r: r["eval/accuracy"])
+  assert result["best_step"] == best["step"] and result["best"]["accuracy"] == best["eval/accuracy"]
+  assert result["best"]["accuracy"] >= 0.9, history
+
+  predictor = Predictor.from_pretrained(tmp_path / "export")
+  assert predictor.labels == ["dry", "wet"]
+  valid_rows = [json.loads(line) for line in open(tiny_setup[2])]
+  predictions = predictor.predict([r["text"] for r in valid_rows])
+  accuracy = np.mean([p["label"] == r["label"] for p, r in zip(predictions, valid_rows)])
+  # The export is the best epoch's weights: the Predictor scores exactly what evaluation scored.
+  assert accuracy == pytest.approx(result["best"]["accuracy"])
+  single = predictor.predict("the one is at")
+  assert set(single) == {"label", "probabilities", "logits"}
+  assert sum(single["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_resume_after_preemption_is_exact(tiny_setup, tmp_path, monkeypatch):
+  config = _config(*tiny_setup, epochs=2, checkpoint_every=4)
+  finetune.finetune_and_evaluate(config, str(tmp_path / "straight"))
+
+  original = checkpointing.Checkpointer.reached_preemption
+  monkeypatch.setattr(checkpointing.Checkpointer, "reached_preemption", lambda self, step: step == 7)
+  first = finetune.finetune_and_evaluate(config, str(tmp_path / "resumed"))
+  assert first == {"preempted": True, "step": 7}
+  monkeypatch.setattr(checkpointing.Checkpointer, "reached_preemption", original)
+  second = finetune.finetune_and_evaluate(config, str(tmp_path / "resumed"))
+  assert not second["preempted"] and second["step"] == 20
+
+  from safetensors.numpy import load_file
+
+  a = load_file(str(tmp_path / "straight" / "export" / "params.safetensors"))
+  b = load_file(str(tmp_path / "resumed" / "export" / "params.safetensors"))
+  assert sorted(a) == sorted(b)
+  for key in a:
+    np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def test_seed_grid_reports_mean_and_std(tiny_setup, tmp_path):
+  config = _config(*tiny_setup, epochs=1, seeds=[0, 1])
+  result = finetune.finetune_and_evaluate(config, str(tmp_path))
+  accuracies = [r["best"]["accuracy"] for r in result["runs"]]
+  assert [r["seed"] for r in result["runs"]] == [0, 1]
+  summary = result["summary"][f"{config.optimizer.learning_rate:g}"]["accuracy"]
+  assert summary["mean"] == pytest.approx(np.mean(accuracies))
+  assert summary["std"] == pytest.approx(np.std(accuracies, ddof=1))
+  table = (tmp_path / "summary.md").read_text()
+  assert f"{summary['mean']:.4f} ± {summary['std']:.4f}" in table
+  for seed in (0, 1):
+    assert (tmp_path / f"lr0.003_seed{seed}" / "export" / "bert_jax_config.json").exists()
+
+
+def test_finetune_errors_name_the_problem(tiny_setup, tmp_path):
+  model_dir, train, valid = tiny_setup
+  with pytest.raises(ValueError, match="config.init_from is empty"):
+    finetune.finetune_and_evaluate(_config("", train, valid), str(tmp_path / "a"))
+  bad = tmp_path / "bad.jsonl"
+  _write_jsonl(bad, [{"text": "the water", "label": "wet"}, {"text": "a day", "label": "moist"}])
+  with pytest.raises(ValueError, match=r"bad\.jsonl.*line 2.*moist"):
+    finetune.finetune_and_evaluate(_config(model_dir, train, str(bad)), str(tmp_path / "b"))
+  with pytest.raises(ValueError, match="fewer than config.batch_size=256"):
+    finetune.finetune_and_evaluate(_config(model_dir, train, valid, batch_size=256), str(tmp_path / "c"))
+
+
+@pytest.mark.slow
+def test_minilm_learns_real_sentiment(minilm_dir, tmp_path):
+  """The real all-MiniLM-L6-v2 on the bundled Rotten Tomatoes sample: a short run must beat chance
+  clearly on held-out sentences (the full comparison with PyTorch is experiments/finetune_sentiment)."""
+  config = _config(
+    minilm_dir,
+    os.path.join(ROOT, "data/samples/sentiment_movie_rt.train.jsonl"),
+    os.path.join(ROOT, "data/samples/sentiment_movie_rt.validation.jsonl"),
+    epochs=1,
+    batch_size=32,
+    eval_batch_size=64,
+    **{"optimizer.learning_rate": 1e-4, "data.max_seq_length": 48},
+  )
+  result = finetune.finetune_and_evaluate(config, str(tmp_path))
+  assert result["best"]["accuracy"] > 0.7, result
+
+
+def test_demo_stages_pretrain_finetune_and_predict(tmp_path):
+  """configs/demo.py as `bash launch.sh demo` runs it, shrunk: pretraining exports a model, fine-tuning
+  starts from that export ({stage:pretrain}), and the fine-tuned model labels the demo's sentences."""
+  import subprocess
+  import sys
+
+  args = [
+    "--config.pretrain.total_steps=20",
+    "--config.pretrain.optimizer.warmup_steps=2",
+    "--config.pretrain.eval_every=20",
+    "--config.pretrain.checkpoint_every=20",
+    "--config.pretrain.log_every=10",
+    "--config.pretrain.data.dupe_factor=1",
+    "--config.pretrain.data.vocab_size=2000",
+    "--config.finetune.epochs=1",
+    "--config.finetune.data.max_train_examples=128",
+    "--config.finetune.data.max_eval_examples=64",
+  ]
+  result = subprocess.run(
+    [sys.executable, "-m", "bert_jax.main", "--config=configs/demo.py", f"--workdir={tmp_path}", *args],
+    capture_output=True,
+    text=True,
+    cwd=ROOT,
+    timeout=900,
+  )
+  assert result.returncode == 0, result.stderr[-3000:]
+  saved = json.loads((tmp_path / "finetune" / "config.json").read_text())
+  assert saved["init_from"] == str(tmp_path / "pretrain")
+  predictions = [json.loads(line) for line in (tmp_path / "predictions.jsonl").read_text().splitlines()]
+  assert [p["text"] for p in predictions][0] == "A gorgeous, moving film with a wonderful cast."
+  assert all(p["label"] in ("neg", "pos") for p in predictions)
+  assert "=== predictions of" in result.stdout

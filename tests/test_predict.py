@@ -1,0 +1,165 @@
+"""The Predictor and its CLI on fine-tuned models: answers in the task's own terms, checked against
+transformers running the same weights and against independent decoders (seqeval's entity reader,
+a brute-force span search)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from bert_jax.predict import Predictor, bio_entities, words_from_pieces
+from tests import helpers
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NER_LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+
+
+def _cli(args, stdin=None):
+  return subprocess.run(
+    [sys.executable, "-m", "bert_jax.predict", *args],
+    input=stdin,
+    capture_output=True,
+    text=True,
+    cwd=ROOT,
+    timeout=300,
+  )
+
+
+@pytest.fixture(scope="module")
+def classifier_dir(tmp_path_factory):
+  path = tmp_path_factory.mktemp("classifier")
+  model = helpers.tiny_hf_folder(
+    str(path), "BertForSequenceClassification", num_labels=3, id2label={0: "neg", 1: "neu", 2: "pos"}
+  )
+  return str(path), model
+
+
+def _torch_logits(model, tokenizer, texts, pairs=None):
+  enc = tokenizer(texts, pairs, max_length=64)
+  with torch.no_grad():
+    return model(**{k: torch.tensor(v) for k, v in enc.items()}).logits.numpy()
+
+
+def test_classification_labels_and_probabilities(classifier_dir):
+  path, model = classifier_dir
+  predictor = Predictor.from_pretrained(path)
+  texts = ["the day is long.", "what a way to go!", "he had some time, and then some more"]
+  out = predictor.predict(texts)
+  want = _torch_logits(model, predictor.tokenizer, texts)
+  for row, logits in zip(out, want):
+    np.testing.assert_allclose(row["logits"], logits, atol=1e-5)
+    assert row["label"] == ["neg", "neu", "pos"][int(logits.argmax())]
+    probs = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+    np.testing.assert_allclose([row["probabilities"][k] for k in ("neg", "neu", "pos")], probs, atol=1e-5)
+  single = predictor.predict("the day is long.")
+  assert single["label"] == out[0]["label"]
+  pair = predictor.predict(["the day"], ["is long"])[0]
+  np.testing.assert_allclose(
+    pair["logits"], _torch_logits(model, predictor.tokenizer, ["the day"], ["is long"])[0], atol=1e-5
+  )
+
+
+def test_cli_classifies_json_lines(classifier_dir):
+  path, model = classifier_dir
+  lines = ["the day is long.", json.dumps({"text": "the day", "pair": "is long", "id": 7})]
+  result = _cli(["--model", path, "-"], stdin="\n".join(lines) + "\n")
+  assert result.returncode == 0, result.stderr
+  records = [json.loads(line) for line in result.stdout.splitlines()]
+  assert records[0]["text"] == "the day is long." and records[1]["id"] == 7  # input fields come back
+  predictor = Predictor.from_pretrained(path)
+  assert records[0]["label"] == predictor.predict("the day is long.")["label"]
+  assert records[1]["label"] == predictor.predict(["the day"], ["is long"])[0]["label"]
+
+
+def test_words_and_entities_keep_character_offsets(tmp_path):
+  helpers.tiny_hf_folder(
+    str(tmp_path), "BertForTokenClassification", num_labels=5, id2label=dict(enumerate(NER_LABELS))
+  )
+  predictor = Predictor.from_pretrained(tmp_path)
+  text = "  He said:  the   day  of  water, it was long!"
+  out = predictor.predict(text)
+  enc = predictor.tokenizer.encode(text)
+  words = [w for w in text.replace(":", " : ").replace(",", " , ").replace("!", " ! ").split()]
+  assert [w["text"] for w in out["words"]] == words
+  for w in out["words"]:
+    assert text[w["start"] : w["end"]] == w["text"]
+  # Each word's tag is the argmax at its first word piece, as transformers computes the logits.
+  model = helpers.tiny_hf_folder(
+    str(tmp_path / "again"), "BertForTokenClassification", num_labels=5, id2label=dict(enumerate(NER_LABELS))
+  )
+  with torch.no_grad():
+    logits = model(input_ids=torch.tensor([enc["input_ids"]])).logits.numpy()[0]
+  firsts = [i for i, _, _ in words_from_pieces(enc["tokens"], enc["offsets"])]
+  assert [w["tag"] for w in out["words"]] == [NER_LABELS[int(logits[i].argmax())] for i in firsts]
+  # Entities: seqeval's own chunk reader on the same tags gives the same chunks.
+  from seqeval.metrics.sequence_labeling import get_entities
+
+  tags = [w["tag"] for w in out["words"]]
+  want = [(kind, a, b) for kind, a, b in get_entities(tags)]
+  assert [(k, a, b) for k, a, b in bio_entities(tags)] == want
+  for entity, (kind, a, b) in zip(out["entities"], want):
+    assert entity["type"] == kind
+    assert entity["start"] == out["words"][a]["start"] and entity["end"] == out["words"][b]["end"]
+    assert entity["text"] == text[entity["start"] : entity["end"]]
+
+
+@pytest.mark.parametrize(
+  "tags, chunks",
+  [
+    (["B-PER", "I-PER", "O", "B-LOC"], [("PER", 0, 1), ("LOC", 3, 3)]),
+    (["I-PER", "I-PER", "B-PER", "I-LOC"], [("PER", 0, 1), ("PER", 2, 2), ("LOC", 3, 3)]),
+    (["O", "O"], []),
+  ],
+)
+def test_bio_entities_hand_worked(tags, chunks):
+  assert bio_entities(tags) == chunks
+
+
+def test_span_answer_is_the_best_valid_span_in_exact_context_characters(tmp_path):
+  model = helpers.tiny_hf_folder(str(tmp_path), "BertForQuestionAnswering")
+  predictor = Predictor.from_pretrained(tmp_path)
+  question, context = "who had the time?", "  The  day  had some time,   and he was long with it."
+  out = predictor.answer(question, context)
+  assert out["answer"] == context[out["start"] : out["end"]] and not out["no_answer"]
+  # Brute force over the single window: context tokens only, start <= end, at most 30 tokens.
+  enc = predictor.tokenizer.encode(question, context)
+  with torch.no_grad():
+    ref = model(
+      input_ids=torch.tensor([enc["input_ids"]]), token_type_ids=torch.tensor([enc["token_type_ids"]])
+    )
+  start, end = ref.start_logits.numpy()[0], ref.end_logits.numpy()[0]
+  in_context = [
+    i for i, (t, o) in enumerate(zip(enc["token_type_ids"], enc["offsets"])) if t == 1 and o[1] > o[0]
+  ]
+  best = max(((start[i] + end[j], i, j) for i in in_context for j in in_context if i <= j < i + 30))
+  _, i, j = best
+  assert (out["start"], out["end"]) == (enc["offsets"][i][0], enc["offsets"][j][1])
+  np.testing.assert_allclose(out["score"], best[0], atol=1e-4)
+
+
+def test_cli_span_and_errors(tmp_path):
+  helpers.tiny_hf_folder(str(tmp_path), "BertForQuestionAnswering")
+  line = json.dumps({"question": "who?", "context": "the day was long"})
+  result = _cli(["--model", str(tmp_path), "-"], stdin=line + "\n")
+  assert result.returncode == 0, result.stderr
+  record = json.loads(result.stdout)
+  assert record["answer"] == "the day was long"[record["start"] : record["end"]]
+  result = _cli(["--model", str(tmp_path), "-"], stdin=line + "\n" + json.dumps({"question": "who?"}) + "\n")
+  assert (
+    result.returncode == 2
+    and '<stdin>:2: expected a JSON object with a string "context" field' in result.stderr
+  )
+
+
+def test_predictor_refuses_wrong_calls(classifier_dir, minilm_dir):
+  predictor = Predictor.from_pretrained(classifier_dir[0])
+  with pytest.raises(ValueError, match=r"answer\(\) needs a span QA model; this one is classification"):
+    predictor.answer("q", "c")
+  with pytest.raises(ValueError, match="no task head"):
+    Predictor.from_pretrained(minilm_dir)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import os
 import time
 from typing import Any
@@ -42,7 +41,16 @@ from bert_jax import (
 )
 from bert_jax.data import finetune_data, squad, tasks
 from bert_jax.models import BertConfig, task_model
-from bert_jax.run_control import Preemption, TrainingError, check_finite, eta, host_metrics, host_tree
+from bert_jax.run_control import (
+  Preemption,
+  TrainingError,
+  check_finite,
+  eta,
+  from_primary,
+  host_metrics,
+  host_tree,
+  should_stop,
+)
 
 log = logging.getLogger("bert_jax.finetune")
 
@@ -217,9 +225,23 @@ def task_info(config, data: finetune_data.TaskData, bert: BertConfig, extra: dic
     "task": config.task,
   }
   if data.kind == "span":
-    info["squad"] = config.squad.to_dict()
+    # The Predictor cuts contexts into the windows the model was trained on.
+    info["squad"] = dict(
+      config.squad.to_dict(), doc_stride=config.data.doc_stride, max_query_length=config.data.max_query_length
+    )
   info.update(extra or {})
   return info
+
+
+def _last_eval(history: list[dict]) -> dict:
+  rows = [r for r in history if any(k.startswith("eval/") for k in r)]
+  return {k: v for k, v in rows[-1].items() if k.startswith("eval/")} if rows else {}
+
+
+def _agree_on_best(best: dict | None) -> dict:
+  """Process 0's best step on every process (only process 0 read the evaluations logged before a resume)."""
+  step = int(from_primary(np.int64(best["step"] if best else -1)))
+  return best if best is not None and best["step"] == step else {"step": step}
 
 
 # --- one run -----------------------------------------------------------------------------------
@@ -241,7 +263,7 @@ def _num_labels(data) -> int:
 
 
 def _init_params(state, shared: Shared):
-  params = jax.device_get(state.params)
+  params = host_tree(state.params)
   # Tagging and span heads have no pooler: take the encoder weights the model has.
   src = {k: v for k, v in shared.encoder_params.items() if k in params["bert"]}
   want, got = jax.tree.map(np.shape, params["bert"]), jax.tree.map(np.shape, src)
@@ -256,11 +278,15 @@ def _init_params(state, shared: Shared):
 
 
 def _best(history: list[dict], metric: str, mode: str) -> dict | None:
-  rows = [r for r in history if metric in r]
-  if not rows:
-    return None
-  pick = max if mode == "max" else min
-  return pick(rows, key=lambda r: r[metric])
+  """The best evaluation; on a tie the latest, as Orbax's BestN keeps the latest of equal checkpoints."""
+  best = None
+  for row in history:
+    if metric not in row:
+      continue
+    value = row[metric] if mode == "max" else -row[metric]
+    if best is None or value >= best[0]:
+      best = (value, row)
+  return None if best is None else best[1]
 
 
 def run_one(config, workdir: str, learning_rate: float, seed: int, shared: Shared) -> dict[str, Any]:
@@ -300,7 +326,8 @@ def run_one(config, workdir: str, learning_rate: float, seed: int, shared: Share
     state = _init_params(state, shared)
     start_step, source = 0, f"config.init_from={shared.init_from}"
   writer = summaries.MetricWriter(workdir, enabled=primary, resume_step=start_step)
-  history = [r for r in summaries.read_metrics(writer.path)] if os.path.exists(writer.path) else []
+  # Evaluations before a resume, as process 0 logged them (its decisions are broadcast to the others).
+  history = summaries.read_metrics(writer.path) if primary and os.path.exists(writer.path) else []
   if primary:
     files.write_json(os.path.join(workdir, "config.json"), json.loads(config.to_json()))
     print(
@@ -365,12 +392,18 @@ def run_one(config, workdir: str, learning_rate: float, seed: int, shared: Share
             + ", ".join(f"{k} {v:.4f}" for k, v in sorted(last_eval.items())),
             flush=True,
           )
+        if config.best_metric not in record:
+          raise TrainingError(
+            f"config.best_metric={config.best_metric!r} is not among the evaluation's metrics "
+            f"{sorted(record)}"
+          )
         best = _best(history, config.best_metric, config.best_mode)
-        if best is not None and best["step"] == step:
+        if from_primary(best is not None and best["step"] == step):
           best_host = (step, host_tree(state.params))
         window_start += time.perf_counter() - paused  # evaluation time is not training time
-      stop = preemption.requested or ckpt.reached_preemption(step)
+      stop = should_stop(preemption, ckpt, step)
       if end_of_epoch or stop or step % config.checkpoint_every == 0:
+        check_finite(host_metrics(step_metrics), step)  # never save a NaN state over the last good one
         paused = time.perf_counter()
         ckpt.save(
           step,
@@ -390,8 +423,11 @@ def run_one(config, workdir: str, learning_rate: float, seed: int, shared: Share
 
   ckpt.wait()
   best = _best(history, config.best_metric, config.best_mode)
-  if best is None:
+  if primary and best is None:
     raise TrainingError(f"no evaluation reported {config.best_metric!r}; metrics seen: {sorted(last_eval)}")
+  best = _agree_on_best(best)
+  if not last_eval:  # a rerun of a finished run: report the last evaluation it logged
+    last_eval = {k[len("eval/") :]: v for k, v in _last_eval(history).items()}
   if best_host is None or best_host[0] != best["step"]:
     _, best_state = ckpt.restore(target, step=best["step"], fall_back=False)
     best_host = (best["step"], host_tree(best_state.params))
@@ -422,7 +458,7 @@ def run_one(config, workdir: str, learning_rate: float, seed: int, shared: Share
     "best": {k[len("eval/") :]: v for k, v in best.items() if k.startswith("eval/")},
     "final": last_eval,
     "train_seconds": train_seconds,
-    "real_tokens_per_second": real_tokens / train_seconds if train_seconds else math.nan,
+    "real_tokens_per_second": real_tokens / train_seconds if train_seconds else None,
     "export": os.path.join(workdir, EXPORT_DIR),
   }
   if primary:
@@ -476,8 +512,10 @@ def summary_markdown(task: str, summary: dict, metric: str) -> str:
 
 
 def finetune_and_evaluate(config, workdir: str) -> dict[str, Any]:
-  learning_rates = list(config.learning_rates) or [config.optimizer.learning_rate]
-  seeds = list(config.seeds) or [config.seed]
+  learning_rates = [float(v) for v in finetune_data.split_list(config.learning_rates)] or [
+    config.optimizer.learning_rate
+  ]
+  seeds = [int(v) for v in finetune_data.split_list(config.seeds)] or [config.seed]
   init_from, loaded = load_encoder(config)
   data = finetune_data.load_task_data(config, loaded.tokenizer)
   shared = Shared(init_from, loaded.config, jax.device_get(loaded.params["bert"]), loaded.tokenizer, data)

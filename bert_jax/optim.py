@@ -31,8 +31,8 @@ def decay_mask(params):
 
 
 def layer_decay_factor(path, shape, decay: float, num_layers: int):
-  """The learning-rate multiplier of one parameter under layer-wise decay (ELECTRA, BEiT): the task head
-  and pooler 1, encoder layer i (0-based) decay**(num_layers - i), the embeddings decay**(num_layers + 1).
+  """The learning-rate multiplier of one parameter under layer-wise decay (as in BEiT; ELECTRA's differs by
+  one level): the task head and pooler 1, encoder layer i (0-based) decay**(num_layers - i), the embeddings decay**(num_layers + 1).
   A scanned encoder's leaves carry the layer on their leading axis: the factor is an array over it."""
   names = [getattr(k, "key", None) for k in path]
   if "embeddings" in names:

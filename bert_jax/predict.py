@@ -46,6 +46,10 @@ class PredictorError(ValueError):
   pass
 
 
+class NoTaskHead(PredictorError):
+  """The folder holds a pretrained encoder (or a checkpoint without a fine-tuned head)."""
+
+
 # --- fine-tuned model folders ------------------------------------------------------------------
 
 
@@ -78,7 +82,7 @@ def _read_bert_jax(path: str):
   meta = read_json(config_path)
   task = meta.get("task")
   if not isinstance(task, dict) or "kind" not in task:
-    raise PredictorError(
+    raise NoTaskHead(
       f"{config_path}: no fine-tuned task in this folder (a pretrained encoder); use "
       "bert_jax.from_pretrained for embeddings, or fine-tune it first (configs/finetune.py)"
     )
@@ -94,7 +98,7 @@ def _read_huggingface(path: str):
   hf = read_json(config_path)
   architectures = [a for a in hf.get("architectures") or [] if a in HF_ARCHITECTURES]
   if not architectures:
-    raise PredictorError(
+    raise NoTaskHead(
       f"{config_path}: architectures={hf.get('architectures')} has no task head; the Predictor serves "
       f"{sorted(HF_ARCHITECTURES)} (use bert_jax.from_pretrained for a bare encoder)"
     )
@@ -189,14 +193,20 @@ class Predictor:
     elif kind == "huggingface":
       config, params, task = _read_huggingface(path)
     else:
-      raise PredictorError(f"{path}: a Google pretraining checkpoint has no fine-tuned task head")
+      raise NoTaskHead(f"{path}: a Google pretraining checkpoint has no fine-tuned task head")
     tokenizer = Tokenizer.from_pretrained(path)
     predictor = cls(config, params, tokenizer, task, path)
     expected = predictor._shapes()
     missing = sorted(set(expected) - set(params))
     if missing:
       raise PredictorError(f"{path}: the parameters lack {missing} for a {predictor.kind} model")
-    convert.check_against({k: params[k] for k in expected}, expected, source=path)
+    # Older transformers saved a pooler in token-classification and QA models, which use none.
+    unused = ("bert/pooler",) if predictor.kind in ("tagging", "span") else ()
+    convert.check_against(
+      {k: params[k] for k in params if k in expected}, expected, source=path, allow_unused=unused
+    )
+    if unused:
+      params["bert"] = {k: v for k, v in params["bert"].items() if k != "pooler"}
     predictor.params = {k: _to_jnp(params[k]) for k in expected}
     return predictor
 
@@ -316,6 +326,8 @@ class Predictor:
       raise PredictorError(f"answer() needs a span QA model; this one is {self.kind}")
     single = isinstance(questions, str)
     questions = [questions] if single else list(questions)
+    if not questions:
+      return []
     contexts = [contexts] if isinstance(contexts, str) else list(contexts)
     if len(questions) != len(contexts):
       raise PredictorError(f"answer: {len(questions)} questions but {len(contexts)} contexts")
@@ -506,7 +518,7 @@ def main(argv: list[str] | None = None) -> int:
   try:
     try:
       predictor = Predictor.from_pretrained(args.model)
-    except PredictorError:
+    except NoTaskHead:
       bert = from_pretrained(args.model, pooling=args.pooling)  # a bare encoder: embeddings
     stream = sys.stdin if args.input == "-" else open(args.input, encoding="utf-8")
   except (OSError, ValueError) as e:

@@ -69,3 +69,26 @@ def host_tree(tree):
 
     return multihost_utils.process_allgather(tree, tiled=True)
   return jax.device_get(tree)
+
+
+def from_primary(value):
+  """Process 0's value on every process (a decision all must take together, e.g. whether to save)."""
+  if jax.process_count() == 1:
+    return value
+  from jax.experimental import multihost_utils
+
+  return multihost_utils.broadcast_one_to_all(value)
+
+
+def should_stop(preemption: Preemption, checkpointer, step: int, sync_every: int = 10) -> bool:
+  """Whether every process stops after `step`: a SIGTERM reaches one process, but saving is collective, so
+  the flag is shared (every `sync_every` steps across processes) together with the runtime's own notice."""
+  requested = preemption.requested
+  if jax.process_count() > 1:
+    if step % sync_every:
+      requested = False
+    else:
+      from jax.experimental import multihost_utils
+
+      requested = bool(multihost_utils.process_allgather(jax.numpy.asarray(requested)).any())
+  return requested or checkpointer.reached_preemption(step)

@@ -87,15 +87,25 @@ def run_stages(config, workdir: str) -> dict:
 
 
 def predict_texts(model_dir: str, texts: list[str], workdir: str) -> list[dict]:
+  """The exported model's predictions for `texts` (classification, regression or tagging models)."""
   from bert_jax.predict import Predictor
 
   predictor = Predictor.from_pretrained(model_dir)
+  if predictor.kind not in ("classification", "regression", "tagging"):
+    raise ValueError(
+      f"config.predict.texts: the last stage's model is a {predictor.kind} model, which needs more than "
+      "a text (use python -m bert_jax.predict with JSON lines)"
+    )
   outputs = predictor.predict(texts)
   lines = [json.dumps({"text": t, **o}, ensure_ascii=False) for t, o in zip(texts, outputs)]
   files.write_text(os.path.join(workdir, "predictions.jsonl"), "\n".join(lines) + "\n")
   print(f"=== predictions of {model_dir}:", flush=True)
   for text, out in zip(texts, outputs):
-    shown = out.get("label", out.get("score"))
-    extra = f" (p={out['probabilities'][out['label']]:.2f})" if "label" in out else ""
-    print(f"  {shown}{extra}  {text}", flush=True)
+    if "label" in out:
+      shown = f"{out['label']} (p={out['probabilities'][out['label']]:.2f})"
+    elif "score" in out:
+      shown = f"{out['score']:.3f}"
+    else:
+      shown = " ".join(f"{e['text']}/{e['type']}" for e in out.get("entities", [])) or "(no entities)"
+    print(f"  {shown}  {text}", flush=True)
   return outputs

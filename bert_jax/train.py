@@ -23,7 +23,15 @@ from bert_jax import checkpointing, distributed, objectives, optim, sharding, su
 from bert_jax.data import masking as masking_lib
 from bert_jax.data import pipeline, records, text
 from bert_jax.models import BertConfig, BertForPreTraining, scan_params
-from bert_jax.run_control import Preemption, TrainingError, check_finite, eta, host_metrics, host_tree
+from bert_jax.run_control import (
+  Preemption,
+  TrainingError,
+  check_finite,
+  eta,
+  host_metrics,
+  host_tree,
+  should_stop,
+)
 from bert_jax.tokenization import Tokenizer, train_wordpiece
 
 log = logging.getLogger("bert_jax.train")
@@ -228,7 +236,7 @@ def _restore_init_from(path: str, state, bert: BertConfig):
   src = loaded.params
   if bert.scan_layers:
     src = scan_params(src, loaded.config.num_layers)
-  params = jax.device_get(state.params)
+  params = host_tree(state.params)
   if "bert" not in params:
     raise TrainingError(f"config.init_from={path!r}: this model has no BERT encoder to initialise")
   copied = []
@@ -433,7 +441,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
               f"eval at step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(last_eval.items())),
               flush=True,
             )
-        stop = preemption.requested or ckpt.reached_preemption(step)
+        stop = should_stop(preemption, ckpt, step)
         if eval_now or stop or step % config.checkpoint_every == 0 or step == phase.stop:
           metrics_for_best = {f"eval/{k}": v for k, v in last_eval.items()} if eval_now else None
           save(step, iterator, metrics_for_best, force=True)

@@ -65,11 +65,11 @@ def get_config(arg=None):
   config.finetune = finetune_config()
   config.predict = ml_collections.ConfigDict(
     dict(
-      texts=[
+      texts=(
         "A gorgeous, moving film with a wonderful cast.",
         "Dull, lifeless and far too long.",
         "The plot is thin but the performances are great fun.",
-      ]
+      )
     )
   )
   config.lock()

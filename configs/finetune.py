@@ -121,8 +121,9 @@ def get_config(arg=None):
   config.metric = task["metric"]
   config.init_from = ""  # HuggingFace / Google / bert_jax folder, or a bert_jax pretraining workdir
   config.seed = 0
-  config.seeds = list(range(arg.seeds)) if arg.seeds > 1 else []
-  config.learning_rates = list(PAPER_LEARNING_RATES) if arg.lr_grid else []
+  # Lists are comma-separated strings, so that --config.seeds=0,1,2 works on the command line.
+  config.seeds = ",".join(str(s) for s in range(arg.seeds)) if arg.seeds > 1 else ""
+  config.learning_rates = ",".join(f"{lr:g}" for lr in PAPER_LEARNING_RATES) if arg.lr_grid else ""
 
   # Changes to the pretrained model's own config (its sizes come from the checkpoint).
   config.model = ml_collections.ConfigDict(
@@ -142,23 +143,24 @@ def get_config(arg=None):
   config.data.tfds_name = task.get("tfds", "")
   config.data.tfds_data_dir = ""
   config.data.train_split = "train"
-  config.data.eval_splits = list(task.get("eval_splits", ("validation",)))
+  config.data.eval_splits = ",".join(task.get("eval_splits", ("validation",)))
   config.data.train = ""  # local training file (used when tfds_name is empty)
   config.data.validation = ""  # local evaluation file(s), comma-separated
-  config.data.format = task.get(
-    "format", ""
-  )  # csv | tsv | jsonl | conll | squad | swag; empty: from the suffix
+  # csv | tsv | jsonl: the file type; conll (tagging columns) or swag (SWAG's CSV) name a layout; empty: the suffix.
+  config.data.format = task.get("format", "")
   config.data.text_field = task.get("text", "text")
   config.data.pair_field = task.get("pair", "")
   config.data.label_field = "label"
-  config.data.labels = []  # label names in id order; empty: from TFDS's ClassLabel or the training file
+  config.data.labels = (
+    ""  # label names in id order, comma-separated; empty: TFDS's ClassLabel or the training file
+  )
   config.data.tokens_field = task.get("tokens", "tokens")
   config.data.tags_field = task.get("tags", "tags")
   # iob2: checked; iob1 (the original CoNLL-2003 files): converted to iob2; none: any tags (POS).
   config.data.tag_scheme = task.get("tag_scheme", "none")
-  config.data.columns = []  # column names for CSV/TSV files without a header row (CoLA's)
+  config.data.columns = ""  # comma-separated column names for CSV/TSV files without a header row (CoLA's)
   config.data.choice_endings_field = ""  # multiple choice from a list column (else SWAG's ending0..3)
-  config.data.choice_ending_fields = []
+  config.data.choice_ending_fields = ""  # comma-separated ending columns
   config.data.max_seq_length = task["max_seq_length"]
   config.data.doc_stride = 128
   config.data.max_query_length = 64

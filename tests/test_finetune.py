@@ -128,7 +128,7 @@ def test_resume_after_preemption_is_exact(tiny_setup, tmp_path, monkeypatch):
 
 
 def test_seed_grid_reports_mean_and_std(tiny_setup, tmp_path):
-  config = _config(*tiny_setup, epochs=1, seeds=[0, 1])
+  config = _config(*tiny_setup, epochs=1, seeds="0,1")
   result = finetune.finetune_and_evaluate(config, str(tmp_path))
   accuracies = [r["best"]["accuracy"] for r in result["runs"]]
   assert [r["seed"] for r in result["runs"]] == [0, 1]
@@ -202,3 +202,86 @@ def test_demo_stages_pretrain_finetune_and_predict(tmp_path):
   assert [p["text"] for p in predictions][0] == "A gorgeous, moving film with a wonderful cast."
   assert all(p["label"] in ("neg", "pos") for p in predictions)
   assert "=== predictions of" in result.stdout
+
+
+def _kind_data(directory, kind, rng):
+  words = [w for w in helpers.WORDS[:30]]
+  path = os.path.join(directory, f"{kind}.data")
+
+  def sentence(n):
+    return [str(w) for w in rng.choice(words, size=n)]
+
+  if kind == "regression":
+    rows = [{"text": " ".join(sentence(5)), "label": float(i % 5) / 4} for i in range(32)]
+    _write_jsonl(path + ".jsonl", rows)
+    return path + ".jsonl", dict(metric="pearson_spearman", best_metric="eval/pearson")
+  if kind == "tagging":
+    rows = []
+    for _ in range(32):
+      tokens = sentence(6)
+      rows.append({"tokens": tokens, "tags": ["B-PER" if t == "the" else "O" for t in tokens]})
+    _write_jsonl(path + ".jsonl", rows)
+    return path + ".jsonl", dict(metric="entity_f1", best_metric="eval/f1", **{"data.tag_scheme": "iob2"})
+  if kind == "choice":
+    lines = ["video-id,fold-ind,startphrase,sent1,sent2,gold-source,ending0,ending1,ending2,ending3,label"]
+    for i in range(32):
+      e = [" ".join(sentence(3)) for _ in range(4)]
+      lines.append(
+        f"v,{i},x,{' '.join(sentence(4))},{' '.join(sentence(2))},gold,{e[0]},{e[1]},{e[2]},{e[3]},{i % 4}"
+      )
+    with open(path + ".csv", "w") as f:
+      f.write("\n".join(lines) + "\n")
+    return path + ".csv", dict(metric="accuracy", **{"data.format": "swag"})
+  # span: SQuAD JSON whose answers are words of their contexts
+  paragraphs = []
+  for i in range(16):
+    context = " ".join(sentence(12))
+    answer = context.split()[i % 12]
+    start = len(" ".join(context.split()[: i % 12])) + (1 if i % 12 else 0)
+    qas = [
+      {"id": f"q{i}", "question": " ".join(sentence(3)), "answers": [{"text": answer, "answer_start": start}]}
+    ]
+    paragraphs.append({"context": context, "qas": qas})
+  with open(path + ".json", "w") as f:
+    json.dump({"version": "1.1", "data": [{"title": "t", "paragraphs": paragraphs}]}, f)
+  return path + ".json", dict(metric="squad", best_metric="eval/f1", **{"data.max_seq_length": 32})
+
+
+@pytest.mark.parametrize("kind", ["regression", "tagging", "choice", "span"])
+def test_every_task_kind_trains_evaluates_and_predicts(tiny_setup, tmp_path, kind):
+  model_dir = tiny_setup[0]
+  path, changes = _kind_data(str(tmp_path), kind, np.random.default_rng(0))
+  config = finetune_configs.get_config(f"task={kind}")
+  config.unlock()
+  config.init_from = model_dir
+  config.data.train = config.data.validation = path
+  config.data.max_seq_length = 24
+  config.batch_size = config.eval_batch_size = 16
+  config.epochs = 1
+  for key, value in changes.items():
+    target = config
+    *parents, leaf = key.split(".")
+    for p in parents:
+      target = target[p]
+    target[leaf] = value
+  config.lock()
+  result = finetune.finetune_and_evaluate(config, str(tmp_path / "run"))
+  assert config.best_metric[len("eval/") :] in result["best"], result
+  predictor = Predictor.from_pretrained(tmp_path / "run" / "export")
+  assert predictor.kind == kind
+  if kind == "regression":
+    assert isinstance(predictor.predict("the day")["score"], float)
+  elif kind == "tagging":
+    assert predictor.labels == ["O", "B-PER"] and [
+      w["text"] for w in predictor.predict("the day")["words"]
+    ] == [
+      "the",
+      "day",
+    ]
+  elif kind == "choice":
+    out = predictor.choose("the day", ["is long", "was", "he", "it"])
+    assert out["label"] in range(4) and sum(out["probabilities"]) == pytest.approx(1, abs=1e-5)
+  else:
+    context = "the day of the long time"
+    out = predictor.answer("what day", context)
+    assert out["answer"] == context[out["start"] : out["end"]]

@@ -52,8 +52,9 @@ def _limit(items: list, n: int) -> list:
   return [items[i] for i in keep]
 
 
-def _split_paths(value: str) -> list[str]:
-  return [p.strip() for p in value.split(",") if p.strip()]
+def split_list(value: str) -> list[str]:
+  """A config list field: comma-separated (what the command line can set)."""
+  return [p.strip() for p in str(value).split(",") if p.strip()]
 
 
 def _eval_name(path: str) -> str:
@@ -69,13 +70,17 @@ def _eval_name(path: str) -> str:
 def _sources(d) -> tuple[Any, list[tuple[str, Any]]]:
   """(train source, [(eval name, eval source)]) where a source is ("tfds", split) or ("file", path)."""
   if d.tfds_name:
-    return ("tfds", d.train_split), [(split, ("tfds", split)) for split in d.eval_splits]
+    return ("tfds", d.train_split), [(split, ("tfds", split)) for split in split_list(d.eval_splits)]
   if not d.train:
     raise ValueError(
       "config.data.train is empty and config.data.tfds_name is not set: give training files "
       "(--config.data.train=PATH --config.data.validation=PATH) or a TFDS dataset"
     )
-  evals = [(_eval_name(p), ("file", p)) for p in _split_paths(d.validation)]
+  paths = split_list(d.validation)
+  names = [_eval_name(p) for p in paths]
+  # Two files with one basename (dev/a.tsv, test/a.tsv) would write the same eval/<name>/ keys.
+  names = [n if names.count(n) == 1 else f"{n}_{i}" for i, n in enumerate(names)]
+  evals = list(zip(names, (("file", p) for p in paths)))
   if not evals:
     raise ValueError("config.data.validation is empty: fine-tuning evaluates on a held-out file every epoch")
   return ("file", d.train), evals
@@ -85,7 +90,10 @@ def _rows(d, source) -> tuple[list, str]:
   where, value = source
   if where == "tfds":
     return tasks.tfds_rows(d.tfds_name, value, d.tfds_data_dir or None), f"tfds:{d.tfds_name}/{value}"
-  return tasks.read_rows(value, d.format or None, columns=list(d.columns) or None), value
+  file_format = (
+    d.format if d.format in tasks.FORMATS else None
+  )  # "swag"/"conll" name a layout, not a file type
+  return tasks.read_rows(value, file_format, columns=split_list(d.columns) or None), value
 
 
 def load_task_data(config, tokenizer: Tokenizer) -> TaskData:
@@ -115,7 +123,7 @@ def load_task_data(config, tokenizer: Tokenizer) -> TaskData:
 def _classification(config, tokenizer, train_source, eval_sources) -> TaskData:
   d, regression = config.data, config.kind == "regression"
   train_rows, train_name = _rows(d, train_source)
-  labels = list(d.labels)
+  labels = split_list(d.labels)
   if not labels and not regression:
     if d.tfds_name:
       labels = tasks.tfds_label_names(d.tfds_name, d.tfds_data_dir or None, d.label_field)
@@ -141,8 +149,10 @@ def _classification(config, tokenizer, train_source, eval_sources) -> TaskData:
     return result
 
   report: dict[str, Any] = {}
-  train_examples = _limit(examples(train_rows, train_name), d.max_train_examples)
-  train = features(train_examples, train_name)
+  train_examples = examples(train_rows, train_name)
+  labelled = [e for e in train_examples if e.label is not None]
+  report[f"{train_name}: unlabelled training rows left out"] = len(train_examples) - len(labelled)
+  train = features(_limit(labelled, d.max_train_examples), train_name)
   evals = []
   for name, source in eval_sources:
     rows, where = _rows(d, source)
@@ -173,8 +183,13 @@ def _tagged(d, source) -> tuple[list, str]:
 def _tagging(config, tokenizer, train_source, eval_sources) -> TaskData:
   d = config.data
   train_examples, _ = _tagged(d, train_source)
-  train_examples = _limit(train_examples, d.max_train_examples)
-  labels = list(d.labels) or tasks.tag_set(train_examples)
+  train_examples = _limit([e for e in train_examples if e.tags is not None], d.max_train_examples)
+  labels = split_list(d.labels) or tasks.tag_set(train_examples)
+  if config.metric == "entity_f1" and not any(t.startswith(("B-", "I-", "E-", "S-")) for t in labels):
+    raise ValueError(
+      f"config.metric='entity_f1' but the tags {labels[:8]} are not chunk tags (B-X/I-X); "
+      "for tags such as POS use --config.metric=token_accuracy --config.best_metric=eval/token_accuracy"
+    )
   label_to_id = {t: i for i, t in enumerate(labels)}
   report: dict[str, Any] = {}
 
@@ -266,13 +281,12 @@ def _choice(config, tokenizer, train_source, eval_sources) -> TaskData:
       name,
       context_field=d.text_field,
       endings_field=d.choice_endings_field or None,
-      ending_fields=list(d.choice_ending_fields) or None,
+      ending_fields=split_list(d.choice_ending_fields) or None,
       label_field=d.label_field,
     )
 
-  train = tasks.choice_features(
-    _limit(examples(train_source), d.max_train_examples), tokenizer, d.max_seq_length
-  )
+  labelled = [e for e in examples(train_source) if e.label is not None]
+  train = tasks.choice_features(_limit(labelled, d.max_train_examples), tokenizer, d.max_seq_length)
   evals = []
   for name, source in eval_sources:
     exs = [e for e in _limit(examples(source), d.max_eval_examples) if e.label is not None]

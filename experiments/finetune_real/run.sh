@@ -25,17 +25,17 @@ for task in "${which[@]}"; do
         --config.data.source="$shared/text/zh_peoples_daily_199801.txt" --config.data.format=lines \
         --config.data.packing=True --config.data.vocab_size=8000 --config.data.lowercase=False \
         --config.data.max_seq_length=128 --config.data.dupe_factor=2 --config.data.masking.max_predictions=20 \
-        --config.data.validation=0.01 --config.batch_size=64 --config.total_steps=2000 \
-        --config.optimizer.learning_rate=1e-3 --config.optimizer.warmup_steps=300 \
-        --config.log_every=200 --config.eval_every=1000 --config.eval_batches=10 --config.checkpoint_every=1000
+        --config.data.validation=0.01 --config.batch_size=64 --config.total_steps=1200 \
+        --config.optimizer.learning_rate=1e-3 --config.optimizer.warmup_steps=120 \
+        --config.log_every=200 --config.eval_every=600 --config.eval_batches=10 --config.checkpoint_every=600
       main ner --config=configs/finetune.py:task=tagging --config.init_from="$out/ner_pretrain" \
         --config.data.train="$out/data/ner_zh_train.jsonl" --config.data.validation="$out/data/ner_zh_valid.jsonl" \
-        --config.data.tag_scheme=iob2 --config.data.max_seq_length=256 --config.data.max_train_examples=8000 \
-        --config.epochs=3 --config.batch_size=32 --config.optimizer.learning_rate=1e-3 ;;
-    pos)  # all-MiniLM-L6-v2, one epoch over 8,000 Brown sentences; tag accuracy on 2,000 held-out ones
+        --config.data.tag_scheme=iob2 --config.data.max_seq_length=256 --config.data.max_train_examples=6000 \
+        --config.epochs=2 --config.batch_size=32 --config.optimizer.learning_rate=1e-3 ;;
+    pos)  # all-MiniLM-L6-v2, one epoch over 4,000 Brown sentences; tag accuracy on 2,000 held-out ones
       main pos --config=configs/finetune.py:task=tagging --config.init_from="$MINILM" \
         --config.data.train="$out/data/pos_brown_train.jsonl" --config.data.validation="$out/data/pos_brown_valid.jsonl" \
-        --config.data.max_seq_length=96 --config.data.max_train_examples=8000 --config.data.max_eval_examples=2000 \
+        --config.data.max_seq_length=96 --config.data.max_train_examples=4000 --config.data.max_eval_examples=2000 \
         --config.metric=token_accuracy --config.best_metric=eval/token_accuracy \
         --config.epochs=1 --config.batch_size=32 --config.optimizer.learning_rate=1e-4 ;;
     *) echo "unknown experiment $task (squad, ner, pos)" >&2; exit 2 ;;

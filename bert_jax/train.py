@@ -115,7 +115,9 @@ def load_or_train_tokenizer(config, workdir: str) -> Tokenizer:
   paths = text.expand_paths(data.source)
   if distributed.is_primary():
     log.info("training a WordPiece vocabulary of %d tokens on %s", data.vocab_size, paths)
-    tokenizer = train_wordpiece(paths, vocab_size=data.vocab_size, lowercase=data.lowercase)
+    tokenizer = train_wordpiece(
+      paths, vocab_size=data.vocab_size, lowercase=data.lowercase, limit_alphabet=data.vocab_limit_alphabet
+    )
     tokenizer.save(vocab_dir)
   _barrier("vocab")
   return Tokenizer.from_pretrained(vocab_dir)

@@ -40,6 +40,9 @@ def get_config(arg=None):
   config.data.tfds_field = "text"
   config.data.vocab = ""  # a vocab.txt or tokenizer folder; empty: train one on the corpus
   config.data.vocab_size = 30522
+  # Characters kept in the trained vocabulary's alphabet (the most frequent first; the rest become [UNK]). 1000
+  # covers alphabetic scripts; Chinese or Japanese need one entry per ideograph in use (several thousand).
+  config.data.vocab_limit_alphabet = 1000
   config.data.lowercase = True
   config.data.data_dir = ""  # where the array_record instances go; empty: WORKDIR/data
   config.data.max_seq_length = 128

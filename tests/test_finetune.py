@@ -285,3 +285,20 @@ def test_every_task_kind_trains_evaluates_and_predicts(tiny_setup, tmp_path, kin
     context = "the day of the long time"
     out = predictor.answer("what day", context)
     assert out["answer"] == context[out["start"] : out["end"]]
+
+
+def test_tags_seen_only_in_evaluation_join_the_tag_set(tiny_setup, tmp_path):
+  """A rare tag that only the evaluation file has (Brown POS has 472 tags) is scored as the model's
+  error, not a reason to stop; the count is reported."""
+  from bert_jax.data import finetune_data
+  from bert_jax.tokenization import Tokenizer
+
+  train, valid = tmp_path / "train.jsonl", tmp_path / "valid.jsonl"
+  _write_jsonl(train, [{"tokens": ["the", "day"], "tags": ["B-PER", "O"]}])
+  _write_jsonl(valid, [{"tokens": ["the", "day"], "tags": ["B-PER", "I-PER"]}])
+  config = finetune_configs.get_config("task=tagging")
+  config.unlock()
+  config.data.train, config.data.validation = str(train), str(valid)
+  data = finetune_data.load_task_data(config, Tokenizer.from_pretrained(tiny_setup[0]))
+  assert data.labels == ["O", "B-PER", "I-PER"]
+  assert data.report["tags seen only in evaluation data (never trained)"] == 1

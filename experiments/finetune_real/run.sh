@@ -23,7 +23,7 @@ for task in "${which[@]}"; do
     ner)  # Chinese: a WordPiece vocabulary and a 2-layer BERT (tiny) pretrained on People's Daily text, then NER
       main ner_pretrain --config=configs/pretrain.py:variant=tiny,objective=mlm \
         --config.data.source="$shared/text/zh_peoples_daily_199801.txt" --config.data.format=lines \
-        --config.data.packing=True --config.data.vocab_size=8000 --config.data.lowercase=False \
+        --config.data.packing=True --config.data.vocab_size=8000 --config.data.vocab_limit_alphabet=6000 --config.data.lowercase=False \
         --config.data.max_seq_length=128 --config.data.dupe_factor=2 --config.data.masking.max_predictions=20 \
         --config.data.validation=0.01 --config.batch_size=64 --config.total_steps=1200 \
         --config.optimizer.learning_rate=1e-3 --config.optimizer.warmup_steps=120 \

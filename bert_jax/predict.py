@@ -32,7 +32,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from bert_jax import convert, files
+from bert_jax import convert
 
 HF_ARCHITECTURES = {
   "BertForSequenceClassification": "classification",
@@ -56,19 +56,9 @@ class NoTaskHead(PredictorError):
 def save_task_model(directory: str, bert, params: dict, tokenizer, task: dict) -> None:
   """Writes a fine-tuned model: the parameter tree (encoder + head), the model config and the task
   (kind, label names, sequence length, metric, SQuAD settings) for the Predictor."""
-  from safetensors.numpy import save_file
+  from bert_jax.pretrained import write_bert_jax_folder
 
-  from bert_jax.pretrained import BERT_JAX_CONFIG, BERT_JAX_PARAMS, FORMAT_VERSION
-
-  os.makedirs(directory, exist_ok=True)
-  flat = {k: np.asarray(v) for k, v in convert.flatten(params).items()}
-  with files.atomic_path(os.path.join(directory, BERT_JAX_PARAMS)) as tmp:
-    save_file(flat, tmp)
-  tokenizer.save(directory)
-  files.write_json(
-    os.path.join(directory, BERT_JAX_CONFIG),
-    {"format": "bert_jax", "version": FORMAT_VERSION, "model": bert.to_dict(), "task": task},
-  )
+  write_bert_jax_folder(directory, bert, params, tokenizer, task=task)
 
 
 def _read_bert_jax(path: str):

@@ -131,24 +131,30 @@ class PretrainedBert:
   def save(self, directory: str | os.PathLike) -> None:
     """Writes bert_jax's own export: the parameter tree as safetensors plus the full BertConfig
     (pooling, dtype and the rest, which a HuggingFace config.json cannot hold)."""
-    from safetensors.numpy import save_file
-
-    directory = os.fspath(directory)
-    os.makedirs(directory, exist_ok=True)
-    flat = {k: np.asarray(v) for k, v in convert.flatten(jax.device_get(self._unscanned_params())).items()}
-    with files.atomic_path(os.path.join(directory, BERT_JAX_PARAMS)) as tmp:
-      save_file(flat, tmp)
-    config = self.config.replace(scan_layers=False).to_dict()
-    files.write_json(
-      os.path.join(directory, BERT_JAX_CONFIG),
-      {"format": "bert_jax", "version": FORMAT_VERSION, "model": config},
+    write_bert_jax_folder(
+      os.fspath(directory), self.config.replace(scan_layers=False), self._unscanned_params(), self.tokenizer
     )
-    self.tokenizer.save(directory)
 
   def _unscanned_params(self):
     if self.config.scan_layers:
       return unscan_params(self.params, self.config.num_layers)
     return self.params
+
+
+def write_bert_jax_folder(directory: str, config: BertConfig, params, tokenizer, **extra: Any) -> None:
+  """A bert_jax folder: params.safetensors (the unscanned tree), bert_jax_config.json (the BertConfig plus
+  `extra` entries, e.g. a fine-tuned model's "task"), tokenizer files. Each file is written atomically."""
+  from safetensors.numpy import save_file
+
+  os.makedirs(directory, exist_ok=True)
+  flat = {k: np.asarray(v) for k, v in convert.flatten(jax.device_get(params)).items()}
+  with files.atomic_path(os.path.join(directory, BERT_JAX_PARAMS)) as tmp:
+    save_file(flat, tmp)
+  tokenizer.save(directory)
+  files.write_json(
+    os.path.join(directory, BERT_JAX_CONFIG),
+    {"format": "bert_jax", "version": FORMAT_VERSION, "model": config.to_dict(), **extra},
+  )
 
 
 def _pad_rows(a: np.ndarray, rows: int) -> np.ndarray:

@@ -19,7 +19,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 MESH_AXES = ("data", "fsdp", "tensor")
 BATCH_AXES = ("data", "fsdp")
-LOGICAL_AXES = ("batch", "length", "embed", "mlp", "heads", "kv", "vocab", "layers")
+LOGICAL_AXES = ("batch", "length", "embed", "mlp", "heads", "kv_heads", "kv", "vocab", "layers")
 
 # Rules are tried in order for each logical axis; a mesh axis already used by an earlier dimension
 # of the same array is skipped. So ("embed", "fsdp") shards parameters' embed dimension under FSDP,
@@ -29,7 +29,10 @@ _FSDP = [("embed", "fsdp")]
 # The vocabulary (30522 for BERT, 2 x 3 x 5087) rarely divides a tensor axis: embeddings stay whole
 # along vocab; they are sharded along embed under FSDP.
 _TENSOR = [("heads", "tensor"), ("mlp", "tensor")]
-_REPLICATED = [(name, None) for name in ("length", "embed", "mlp", "heads", "kv", "vocab", "layers")]
+# kv_heads: grouped/multi-query attention's key/value heads, often fewer than tensor shards: replicated.
+_REPLICATED = [
+  (name, None) for name in ("length", "embed", "mlp", "heads", "kv_heads", "kv", "vocab", "layers")
+]
 
 STRATEGIES: dict[str, tuple[tuple[str, Any], ...]] = {
   "dp": tuple(_BATCH + _REPLICATED),

@@ -201,7 +201,8 @@ def flops_per_token(bert: BertConfig, seq_len: int) -> float:
   """Training FLOPs per token: 6 x (matmul parameters) + the attention score/context matmuls
   (12 x layers x hidden x seq_len), the usual estimate (Kaplan et al.; PaLM appendix B)."""
   h, layers = bert.hidden_size, bert.num_layers
-  per_layer = 4 * h * h + 2 * h * bert.mlp_dim
+  kv = bert.kv_heads * bert.head_dim
+  per_layer = 2 * h * h + 2 * h * kv + (3 if bert.gated_mlp else 2) * h * bert.mlp_dim
   return 6.0 * (layers * per_layer + h * bert.vocab_size) + 12.0 * layers * h * seq_len
 
 

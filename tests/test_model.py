@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bert_jax.models import BertConfig, BertForPreTraining, BertModel, attention, scan_params, unscan_params
+from bert_jax.models import BertConfig, BertForPreTraining, BertModel, scan_params, unscan_params
 from configs import common
 from tests import helpers
 
@@ -105,22 +105,6 @@ def test_dropout_is_active_only_in_training():
   np.testing.assert_array_equal(train(1)["last_hidden_state"], t1)
   with pytest.raises(Exception, match="dropout"):
     model.apply(variables, ids, deterministic=False)  # no rng given: fail, never silently skip dropout
-
-
-def test_attention_matches_explicit_formula():
-  """softmax(QKᵀ/√d + mask)·V, written out with numpy, against the registered dense kernel."""
-  rng = np.random.default_rng(0)
-  q, k, v = (rng.normal(size=(2, 5, 3, 4)).astype(np.float32) for _ in range(3))
-  mask = np.array([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
-  got = attention.get("dense")(q, k, v, attention.padding_mask(jnp.asarray(mask)))
-  scores = np.einsum("bqhd,bkhd->bhqk", q, k) / 2.0 + np.where(mask[:, None, None, :] > 0, 0.0, -1e30)
-  probs = np.exp(scores - scores.max(-1, keepdims=True))
-  probs /= probs.sum(-1, keepdims=True)
-  np.testing.assert_allclose(got, np.einsum("bhqk,bkhd->bqhd", probs, v), atol=1e-6)
-  with pytest.raises(ValueError, match=r"unknown attention 'flash'; registered attentions are \['dense'\]"):
-    attention.get("flash")
-  with pytest.raises(ValueError, match="unknown attention"):
-    BertModel(TINY.replace(attention="flash")).init(jax.random.key(0), jnp.ones((1, 4), jnp.int32))
 
 
 def test_sequence_longer_than_positions_is_an_error():

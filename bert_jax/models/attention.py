@@ -1,85 +1,485 @@
-"""Attention kernels behind one interface, chosen by name (`BertConfig.attention`).
+"""Attention behind one interface: variants (what is computed) and kernels (how), both chosen by name.
 
-Every kernel takes queries, keys and values shaped (batch, length, heads, head_dim), a boolean
-mask broadcastable to (batch, heads, q_length, kv_length) where True means "may attend", and an
-optional dropout on the attention probabilities; it returns the context (batch, q_length, heads,
-head_dim). Variants for ablations register here so the encoder never changes.
+A **kernel** computes softmax attention. It takes queries (batch, length, heads, head_dim), keys and values
+(batch, length, kv_heads, head_dim; kv_heads divides heads: multi-query and grouped-query attention),
+a `Tokens` record (which tokens are real, their packed-document segment ids and positions), an optional
+bias function (query indices, key indices) -> (heads, q, k) added to the scores (ALiBi, T5), an optional
+sliding window (a key j is visible from query i when |i - j| <= window), and attention dropout. It returns
+the context (batch, length, heads, head_dim). Kernels, `BertConfig.attention_kernel`:
+
+  xla          the reference: the full score matrix, softmax in float32, then the values
+  chunked      memory-efficient (online softmax over key blocks, rematerialised per query block): memory
+               grows linearly with length; with a window only the blocks in the band are visited, so
+               local attention costs linear time too
+  dot_product  `jax.nn.dot_product_attention`: cuDNN flash attention on GPU for bf16/fp16, XLA elsewhere
+  pallas       the Pallas flash-attention kernel for TPU (jax.experimental.pallas.ops.tpu)
+
+A kernel that cannot run a request (no TPU, no dropout support, no window support) falls back to one that
+can and logs the reason once. A **variant**, `BertConfig.attention`, decides what each layer computes:
+
+  dense         full bidirectional attention (BERT)
+  local         sliding window of `attention_window` tokens each side
+  local_global  ModernBERT: every `global_every`-th layer (0, n, 2n, ...) global, the others local
+  linear        kernelised linear attention, softmax replaced by elu(x)+1 feature maps (Katharopoulos et al.,
+                2020): linear time and memory in the length; no kernel, bias or window applies
+
+Positions (positions.py) are independent of both: learned or sinusoidal tables in the embeddings, RoPE on
+queries and keys before the kernel, ALiBi or T5 buckets as the bias.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Protocol
+import logging
+import math
+from typing import Callable, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
 
+Array = jax.Array
+BiasFn = Callable[[Array, Array], Array]
 
-class AttentionFn(Protocol):
+log = logging.getLogger("bert_jax.attention")
+
+
+class Tokens(NamedTuple):
+  """What attention needs to know about the tokens of a batch, each (batch, length)."""
+
+  valid: Array  # bool: a real token (False: padding, which no query attends to)
+  segments: Array | None  # int: packed-document id (tokens attend within their own); None: not packed
+  positions: Array  # int: position ids (restart per packed document); used by RoPE
+
+
+def tokens(
+  attention_mask: Array, segment_ids: Array | None = None, position_ids: Array | None = None
+) -> Tokens:
+  batch, length = attention_mask.shape
+  if position_ids is None:
+    position_ids = jnp.broadcast_to(jnp.arange(length), (batch, length))
+  return Tokens(attention_mask.astype(bool), segment_ids, position_ids)
+
+
+def visible(valid_k, segments_q, segments_k, q_index, k_index, window) -> Array:
+  """(batch, q, k) bool: key k is real, in the query's packed document, and inside the window.
+
+  Every query position, padded or not, attends to all real keys (of its document): bidirectional
+  attention exactly as BERT and HuggingFace's BertModel compute it.
+  """
+  mask = valid_k[:, None, :]
+  if segments_q is not None:
+    mask = mask & (segments_q[:, :, None] == segments_k[:, None, :])
+  if window is not None:
+    mask = mask & (jnp.abs(q_index[:, None] - k_index[None, :]) <= window)[None]
+  return mask
+
+
+# --- registries ---------------------------------------------------------------------------------
+
+
+class Kernel(Protocol):
   def __call__(
     self,
-    query: jax.Array,
-    key: jax.Array,
-    value: jax.Array,
-    mask: jax.Array | None,
+    query: Array,
+    key: Array,
+    value: Array,
+    tokens: Tokens,
     *,
+    bias: BiasFn | None = None,
+    window: int | None = None,
     dropout_rate: float = 0.0,
-    dropout_rng: jax.Array | None = None,
+    dropout_rng: Array | None = None,
     deterministic: bool = True,
-  ) -> jax.Array: ...
+    block_size: int = 256,
+  ) -> Array: ...
 
 
-_REGISTRY: dict[str, AttentionFn] = {}
+_KERNELS: dict[str, Kernel] = {}
+_VARIANTS: dict[str, Callable] = {}
 
 
-def register(name: str) -> Callable[[AttentionFn], AttentionFn]:
-  def wrap(fn: AttentionFn) -> AttentionFn:
-    if name in _REGISTRY:
-      raise ValueError(f"attention {name!r} is registered twice")
-    _REGISTRY[name] = fn
-    return fn
+def _registrar(table: dict, what: str):
+  def register(name: str):
+    def wrap(fn):
+      if name in table:
+        raise ValueError(f"{what} {name!r} is registered twice")
+      table[name] = fn
+      return fn
 
-  return wrap
+    return wrap
+
+  return register
 
 
-def get(name: str) -> AttentionFn:
-  try:
-    return _REGISTRY[name]
-  except KeyError:
-    raise ValueError(f"unknown attention {name!r}; registered attentions are {sorted(_REGISTRY)}") from None
+register_kernel = _registrar(_KERNELS, "attention kernel")
+register = _registrar(_VARIANTS, "attention")
+
+
+def get_kernel(name: str) -> Kernel:
+  if name not in _KERNELS:
+    raise ValueError(
+      f"unknown attention_kernel {name!r}; registered attention kernels are {sorted(_KERNELS)}"
+    )
+  return _KERNELS[name]
+
+
+def get(name: str):
+  if name not in _VARIANTS:
+    raise ValueError(f"unknown attention {name!r}; registered attentions are {sorted(_VARIANTS)}")
+  return _VARIANTS[name]
 
 
 def names() -> list[str]:
-  return sorted(_REGISTRY)
+  return sorted(_VARIANTS)
 
 
-def padding_mask(attention_mask: jax.Array, segment_ids: jax.Array | None = None) -> jax.Array:
-  """(batch, kv_length) 1/0 padding mask -> boolean (batch, 1, 1 or q_length, kv_length).
-
-  Every query position, padded or not, attends to all real tokens: bidirectional attention,
-  exactly as BERT (and HuggingFace's BertModel) computes it. With `segment_ids` (packed
-  sequences), a token attends only to real tokens of its own segment.
-  """
-  keys = attention_mask.astype(bool)[:, None, None, :]
-  if segment_ids is None:
-    return keys
-  same = segment_ids[:, None, :, None] == segment_ids[:, None, None, :]
-  return keys & same
+def kernel_names() -> list[str]:
+  return sorted(_KERNELS)
 
 
-@register("dense")
-def dense_attention(query, key, value, mask, *, dropout_rate=0.0, dropout_rng=None, deterministic=True):
-  """The reference: softmax(Q Kᵀ / sqrt(d) + mask) V over all positions at once."""
-  depth = query.shape[-1]
-  query = query / jnp.sqrt(depth).astype(query.dtype)
-  scores = jnp.einsum("bqhd,bkhd->bhqk", query, key)
+def check(config) -> None:
+  """Fails at model construction, naming the fields, for names and combinations that cannot run."""
+  get(config.attention)
+  get_kernel(config.attention_kernel)
+  if config.attention == "linear" and config.position_encoding in ("t5", "alibi", "rope"):
+    raise ValueError(
+      f"attention='linear' cannot use position_encoding={config.position_encoding!r}: linear attention never "
+      "forms the score matrix a bias would be added to; use learned, sinusoidal or none"
+    )
+
+
+_warned: set = set()
+
+
+def _fallback(kernel: str, to: str, reason: str) -> None:
+  if (kernel, to, reason) not in _warned:
+    _warned.add((kernel, to, reason))
+    log.warning("attention kernel %r falls back to %r: %s", kernel, to, reason)
+
+
+def _grouped(query: Array, key: Array) -> tuple[int, int, int, int, int]:
+  batch, length, heads, depth = query.shape
+  kv_heads = key.shape[2]
+  if heads % kv_heads:
+    raise ValueError(f"{heads} query heads cannot share {kv_heads} key/value heads (not a divisor)")
+  return batch, length, kv_heads, heads // kv_heads, depth
+
+
+def _dropout(probs, rate, rng, deterministic):
+  if deterministic or rate == 0.0:
+    return probs
+  keep = jax.random.bernoulli(rng, 1.0 - rate, probs.shape)
+  return jnp.where(keep, probs / (1.0 - rate), 0.0)
+
+
+# --- kernels -------------------------------------------------------------------------------------
+
+
+@register_kernel("xla")
+def xla_attention(
+  query,
+  key,
+  value,
+  tokens,
+  *,
+  bias=None,
+  window=None,
+  dropout_rate=0.0,
+  dropout_rng=None,
+  deterministic=True,
+  block_size=256,
+):
+  """The reference: softmax(Q Kᵀ / sqrt(d) + bias + mask) V over all positions at once."""
+  batch, length, kv_heads, group, depth = _grouped(query, key)
+  q = (query / jnp.sqrt(depth).astype(query.dtype)).reshape(batch, length, kv_heads, group, depth)
   # Softmax in float32 whatever the compute dtype: bf16 logits lose the small differences
   # between scores that decide the attention pattern.
-  scores = scores.astype(jnp.float32)
-  if mask is not None:
-    scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
-  probs = jax.nn.softmax(scores, axis=-1)
+  scores = jnp.einsum("bqkgd,bskd->bkgqs", q, key).astype(jnp.float32)
+  index = jnp.arange(length)
+  if bias is not None:
+    scores = scores + bias(index, index).reshape(kv_heads, group, length, length)
+  mask = visible(tokens.valid, tokens.segments, tokens.segments, index, index, window)
+  scores = jnp.where(mask[:, None, None], scores, jnp.finfo(jnp.float32).min)
+  probs = _dropout(jax.nn.softmax(scores, axis=-1), dropout_rate, dropout_rng, deterministic)
+  context = jnp.einsum("bkgqs,bskd->bqkgd", probs.astype(value.dtype), value)
+  return context.reshape(query.shape)
+
+
+@register_kernel("chunked")
+def chunked_attention(
+  query,
+  key,
+  value,
+  tokens,
+  *,
+  bias=None,
+  window=None,
+  dropout_rate=0.0,
+  dropout_rng=None,
+  deterministic=True,
+  block_size=256,
+):
+  """Blockwise attention with an online softmax (Rabe & Staats 2021; Dao et al. 2022), in plain JAX.
+
+  Query blocks are mapped one at a time and rematerialised in the backward pass; within a block, key blocks
+  are scanned while a running max and sum rescale the partial context. Peak memory is O(length x block)
+  instead of O(length²). With a window, only the 2r+1 key blocks that can hold visible keys are scanned.
+  """
+  batch, length, kv_heads, group, depth = _grouped(query, key)
+  heads = kv_heads * group
+  size = min(block_size, length)
+  blocks = -(-length // size)
+  padded = blocks * size
+  extra = padded - length
+
+  def pad(x, value=0):
+    widths = [(0, 0), (0, extra)] + [(0, 0)] * (x.ndim - 2)
+    return jnp.pad(x, widths, constant_values=value) if extra else x
+
+  q = pad(query / jnp.sqrt(depth).astype(query.dtype)).reshape(batch, blocks, size, kv_heads, group, depth)
+  k = pad(key).reshape(batch, blocks, size, kv_heads, depth)
+  v = pad(value).reshape(batch, blocks, size, kv_heads, depth)
+  valid = pad(tokens.valid, False).reshape(batch, blocks, size)
+  segments = None if tokens.segments is None else pad(tokens.segments, -1).reshape(batch, blocks, size)
+  if window is None:
+    offsets, relative = jnp.arange(blocks), False
+  else:
+    reach = -(-window // size)
+    offsets, relative = jnp.arange(-reach, reach + 1), True
+  low = jnp.finfo(jnp.float32).min
+  within = jnp.arange(size)
+
+  def query_block(i):
+    q_i = q[:, i]
+    q_index = i * size + within
+    seg_q = None if segments is None else segments[:, i]
+
+    def key_block(carry, offset):
+      acc, top, total = carry
+      j = i + offset if relative else offset
+      in_range = (j >= 0) & (j < blocks)
+      j = jnp.clip(j, 0, blocks - 1)
+      k_index = j * size + within
+      scores = jnp.einsum("bqkgd,bskd->bkgqs", q_i, k[:, j]).astype(jnp.float32)
+      if bias is not None:
+        scores = scores + bias(q_index, k_index).reshape(kv_heads, group, size, size)
+      seg_k = None if segments is None else segments[:, j]
+      mask = visible(valid[:, j] & in_range, seg_q, seg_k, q_index, k_index, window)
+      scores = jnp.where(mask[:, None, None], scores, low)
+      new_top = jnp.maximum(top, scores.max(-1))
+      scale = jnp.exp(top - new_top)
+      probs = jnp.exp(scores - new_top[..., None])
+      total = total * scale + probs.sum(-1)
+      if not deterministic and dropout_rate > 0.0:
+        rng = jax.random.fold_in(jax.random.fold_in(dropout_rng, i), j)
+        probs = _dropout(probs, dropout_rate, rng, False)
+      update = jnp.einsum("bkgqs,bskd->bkgqd", probs.astype(value.dtype), v[:, j]).astype(jnp.float32)
+      return (acc * scale[..., None] + update, new_top, total), None
+
+    shape = (batch, kv_heads, group, size)
+    init = (jnp.zeros(shape + (depth,), jnp.float32), jnp.full(shape, low), jnp.zeros(shape, jnp.float32))
+    (acc, _, total), _ = jax.lax.scan(key_block, init, offsets)
+    context = (acc / total[..., None]).astype(query.dtype)  # (batch, kv_heads, group, size, depth)
+    return jnp.moveaxis(context, 3, 1).reshape(batch, size, heads, depth)
+
+  context = jax.lax.map(jax.checkpoint(query_block), jnp.arange(blocks))  # (blocks, batch, size, H, D)
+  context = jnp.moveaxis(context, 0, 1).reshape(batch, padded, heads, depth)
+  return context[:, :length]
+
+
+@register_kernel("dot_product")
+def dot_product_kernel(
+  query,
+  key,
+  value,
+  tokens,
+  *,
+  bias=None,
+  window=None,
+  dropout_rate=0.0,
+  dropout_rng=None,
+  deterministic=True,
+  block_size=256,
+):
+  """`jax.nn.dot_product_attention`: cuDNN's fused flash attention on GPU (bf16/fp16), XLA elsewhere."""
+  arguments = dict(bias=bias, window=window, block_size=block_size)
   if not deterministic and dropout_rate > 0.0:
-    keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, probs.shape)
-    probs = jnp.where(keep, probs / (1.0 - dropout_rate), 0.0)
-  probs = probs.astype(value.dtype)
-  return jnp.einsum("bhqk,bkhd->bqhd", probs, value)
+    _fallback("dot_product", "xla", "jax.nn.dot_product_attention has no attention dropout")
+    return xla_attention(
+      query,
+      key,
+      value,
+      tokens,
+      dropout_rate=dropout_rate,
+      dropout_rng=dropout_rng,
+      deterministic=False,
+      **arguments,
+    )
+  length, depth = query.shape[1], query.shape[-1]
+  index = jnp.arange(length)
+  mask = visible(tokens.valid, tokens.segments, tokens.segments, index, index, None)[:, None]
+  bias_array = None if bias is None else bias(index, index)[None].astype(query.dtype)
+  implementation = None
+  if jax.default_backend() == "gpu" and query.dtype in (jnp.bfloat16, jnp.float16):
+    implementation = "cudnn"
+
+  def call(implementation):
+    return jax.nn.dot_product_attention(
+      query,
+      key,
+      value,
+      bias_array,
+      mask,
+      scale=1.0 / math.sqrt(depth),
+      local_window_size=None if window is None else (window, window),
+      implementation=implementation,
+    )
+
+  if implementation == "cudnn":
+    try:
+      return call("cudnn")
+    except (ValueError, NotImplementedError, RuntimeError) as e:
+      _fallback("dot_product", "dot_product (XLA)", f"cuDNN refused this call: {e}")
+  return call(None)
+
+
+@register_kernel("pallas")
+def pallas_attention(
+  query,
+  key,
+  value,
+  tokens,
+  *,
+  bias=None,
+  window=None,
+  dropout_rate=0.0,
+  dropout_rng=None,
+  deterministic=True,
+  block_size=256,
+  interpret=False,
+):
+  """The Pallas flash-attention kernel for TPU. `interpret=True` runs it in Pallas' TPU interpreter on any
+  platform (slow; for tests). Padding and packing become the kernel's segment ids."""
+  arguments = dict(bias=bias, window=window, block_size=block_size)
+  dropout = dict(dropout_rate=dropout_rate, dropout_rng=dropout_rng, deterministic=deterministic)
+  if not interpret and jax.default_backend() != "tpu":
+    _fallback(
+      "pallas", "xla", f"the Pallas flash kernel needs a TPU; this backend is {jax.default_backend()}"
+    )
+    return xla_attention(query, key, value, tokens, **arguments, **dropout)
+  if not deterministic and dropout_rate > 0.0:
+    _fallback("pallas", "xla", "the Pallas flash kernel has no attention dropout")
+    return xla_attention(query, key, value, tokens, **arguments, **dropout)
+  if window is not None:
+    _fallback("pallas", "chunked", "the Pallas flash kernel has no sliding window")
+    return chunked_attention(query, key, value, tokens, **arguments)
+  from jax.experimental.pallas import tpu as pltpu
+  from jax.experimental.pallas.ops.tpu import flash_attention as flash
+
+  batch, length, kv_heads, group, depth = _grouped(query, key)
+  # The kernel tiles the sequence in blocks of 128: pad to a multiple with keys no query can see.
+  padded = -(-length // 128) * 128
+  extra = padded - length
+  if tokens.segments is None:
+    seg_q = jnp.ones(tokens.valid.shape, jnp.int32)
+    seg_k = tokens.valid.astype(jnp.int32)
+  else:
+    seg_q = tokens.segments.astype(jnp.int32)
+    seg_k = jnp.where(tokens.valid, tokens.segments, 0).astype(jnp.int32)
+  seg_q, seg_k = (jnp.pad(s, ((0, 0), (0, extra))) for s in (seg_q, seg_k))
+
+  def heads_first(x):
+    x = jnp.repeat(x, group, axis=2) if x.shape[2] != query.shape[2] else x
+    return jnp.pad(x, ((0, 0), (0, extra), (0, 0), (0, 0))).transpose(0, 2, 1, 3)
+
+  ab = None
+  if bias is not None:
+    index = jnp.arange(padded)
+    ab = jnp.broadcast_to(bias(index, index)[None], (batch, query.shape[2], padded, padded))
+  blocks = flash.BlockSizes(
+    **{name: 1 if name == "block_b" else 128 for name in flash.BlockSizes.__dataclass_fields__}
+  )
+
+  def run():
+    # The kernel scales (scores + bias); scaling the queries instead keeps the bias unscaled.
+    return flash.flash_attention(
+      heads_first(query / jnp.sqrt(depth).astype(query.dtype)),
+      heads_first(key),
+      heads_first(value),
+      ab=ab,
+      segment_ids=flash.SegmentIds(q=seg_q, kv=seg_k),
+      sm_scale=1.0,
+      block_sizes=blocks,
+    )
+
+  if interpret:
+    with pltpu.force_tpu_interpret_mode():
+      out = run()
+  else:
+    out = run()
+  return out.transpose(0, 2, 1, 3)[:, :length]
+
+
+# --- variants ------------------------------------------------------------------------------------
+
+
+def _softmax_variant(window_for):
+  def variant(query, key, value, tokens, *, config, layer, bias=None, **dropout):
+    kernel = get_kernel(config.attention_kernel)
+    run = lambda window: kernel(  # noqa: E731
+      query, key, value, tokens, bias=bias, window=window, block_size=config.attention_block_size, **dropout
+    )
+    return window_for(config, layer, run)
+
+  return variant
+
+
+register("dense")(_softmax_variant(lambda config, layer, run: run(None)))
+register("local")(_softmax_variant(lambda config, layer, run: run(config.attention_window)))
+
+
+def _alternating(config, layer, run):
+  if isinstance(layer, int):  # unscanned layers: the choice is static
+    return run(None if layer % config.global_every == 0 else config.attention_window)
+  # Scanned layers share one body; the layer index is traced, so both branches are compiled.
+  return jax.lax.cond(
+    layer % config.global_every == 0, lambda: run(None), lambda: run(config.attention_window)
+  )
+
+
+register("local_global")(_softmax_variant(_alternating))
+
+
+def elu_feature_map(x: Array) -> Array:
+  return jax.nn.elu(x.astype(jnp.float32)) + 1.0
+
+
+@register("linear")
+def linear_attention(query, key, value, tokens, *, config=None, layer=None, bias=None, **dropout):
+  """φ(q_i)ᵀ Σ_j φ(k_j) v_jᵀ / φ(q_i)ᵀ Σ_j φ(k_j) with φ = elu + 1, over the real keys of the query's
+  packed document. Costs O(length · head_dim²): the (length, length) matrix is never formed. There is no
+  probability matrix, so attention dropout does not apply."""
+  if bias is not None:
+    raise ValueError("linear attention takes no score bias (ALiBi, T5)")
+  batch, length, kv_heads, group, depth = _grouped(query, key)
+  q = elu_feature_map(query)
+  k = elu_feature_map(key) * tokens.valid[:, :, None, None]
+  k, v = (jnp.repeat(x, group, axis=2) if group > 1 else x for x in (k, value.astype(jnp.float32)))
+  if tokens.segments is None:
+    state = jnp.einsum("blhd,blhe->bhde", k, v)
+    normaliser = k.sum(axis=1)
+    numerator = jnp.einsum("blhd,bhde->blhe", q, state)
+    denominator = jnp.einsum("blhd,bhd->blh", q, normaliser)
+  else:
+    # One (d, d) state per packed document: documents are summed by id and read back per token.
+    ids = (tokens.segments + length * jnp.arange(batch)[:, None]).reshape(-1)
+    outer = jnp.einsum("blhd,blhe->blhde", k, v).reshape(batch * length, *k.shape[2:], depth)
+    state = jax.ops.segment_sum(outer, ids, num_segments=batch * length)[ids]
+    normaliser = jax.ops.segment_sum(
+      k.reshape(batch * length, *k.shape[2:]), ids, num_segments=batch * length
+    )
+    numerator = jnp.einsum("nhd,nhde->nhe", q.reshape(batch * length, *q.shape[2:]), state)
+    denominator = jnp.einsum("nhd,nhd->nh", q.reshape(batch * length, *q.shape[2:]), normaliser[ids])
+    numerator = numerator.reshape(q.shape)
+    denominator = denominator.reshape(q.shape[:3])
+  context = numerator / (denominator[..., None] + 1e-6)
+  return context.astype(query.dtype)

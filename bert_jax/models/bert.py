@@ -14,7 +14,7 @@ import numpy as np
 
 from bert_jax.models import attention as attention_lib
 from bert_jax.models.config import BertConfig
-from bert_jax.models.layers import Embeddings, EncoderBlock, constrain, dense
+from bert_jax.models.layers import Embeddings, EncoderBlock, constrain, dense, kernel_init, layer_norm
 
 Array = jax.Array
 
@@ -26,45 +26,58 @@ _REMAT_POLICIES = {
 
 
 class _ScanBlock(nn.Module):
-  """EncoderBlock in the (carry, x) -> (carry, y) form nn.scan expects."""
+  """EncoderBlock in the (carry, x) -> (carry, y) form nn.scan expects; the layer index is scanned."""
 
   config: BertConfig
   deterministic: bool
 
   @nn.compact
-  def __call__(self, x, mask):
+  def __call__(self, x, layer_index, tokens, bias_table):
     block = _block_class(self.config)
-    return block(self.config, name="block")(x, mask, self.deterministic), None
+    return block(self.config, name="block")(x, tokens, bias_table, layer_index, self.deterministic), None
 
 
 def _block_class(config: BertConfig):
   if config.remat == "none":
     return EncoderBlock
-  # deterministic (argument 3, counting self) is a Python bool: it must stay static.
-  return nn.remat(EncoderBlock, policy=_REMAT_POLICIES[config.remat], static_argnums=(3,))
+  # deterministic (argument 5, counting self) is a Python bool: it must stay static.
+  return nn.remat(EncoderBlock, policy=_REMAT_POLICIES[config.remat], static_argnums=(5,))
 
 
 class BertEncoder(nn.Module):
+  """The stack of layers. Holds what the layers share: T5's relative-position bias table (one for the
+  whole encoder, as in T5) and, for pre-LN, the final LayerNorm."""
+
   config: BertConfig
 
   @nn.compact
-  def __call__(self, x: Array, mask: Array | None, deterministic: bool = True) -> Array:
+  def __call__(self, x: Array, tokens: attention_lib.Tokens, deterministic: bool = True) -> Array:
     c = self.config
+    bias_table = None
+    if c.position_encoding == "t5":
+      bias_table = self.param(
+        "relative_position_bias",
+        kernel_init(c, (None, None)),
+        (c.t5_num_buckets, c.num_heads),
+        jnp.dtype(c.param_dtype),
+      )
     if c.scan_layers:
       # One compiled layer body instead of num_layers copies: compile time stops growing with depth.
       stack = nn.scan(
         _ScanBlock,
         variable_axes={"params": 0},
         split_rngs={"params": True, "dropout": True},
-        in_axes=nn.broadcast,
+        in_axes=(0, nn.broadcast, nn.broadcast),
         length=c.num_layers,
         metadata_params={nn.PARTITION_NAME: "layers"},
       )
-      x, _ = stack(c, deterministic, name="layers")(x, mask)
-      return x
-    block = _block_class(c)
-    for i in range(c.num_layers):
-      x = block(c, name=f"layer_{i}")(x, mask, deterministic)
+      x, _ = stack(c, deterministic, name="layers")(x, jnp.arange(c.num_layers), tokens, bias_table)
+    else:
+      block = _block_class(c)
+      for i in range(c.num_layers):
+        x = block(c, i, name=f"layer_{i}")(x, tokens, bias_table, None, deterministic)
+    if c.norm_position == "pre":
+      x = layer_norm(c, "final_norm")(x)
     return x
 
 
@@ -89,7 +102,7 @@ class BertModel(nn.Module):
 
   def setup(self):
     c = self.config
-    attention_lib.get(c.attention)  # fail at construction with the list of valid names
+    attention_lib.check(c)  # fail at construction, with the list of valid names
     self.embeddings = Embeddings(c)
     self.encoder = BertEncoder(c)
     # Only BERT's own pooler has weights; mean/max pooling need none.
@@ -137,7 +150,8 @@ class BertModel(nn.Module):
   ) -> Array:
     c = self.config
     batch, length = input_ids.shape
-    if length > c.max_position_embeddings:
+    # Relative positions (rope, alibi, t5) and none have no table: any length runs.
+    if c.position_encoding in ("learned", "sinusoidal") and length > c.max_position_embeddings:
       raise ValueError(
         f"sequence length {length} exceeds max_position_embeddings={c.max_position_embeddings}"
       )
@@ -148,8 +162,7 @@ class BertModel(nn.Module):
     if position_ids is None:
       position_ids = jnp.broadcast_to(jnp.arange(length), (batch, length))
     x = self.embeddings(input_ids, token_type_ids, position_ids, deterministic)
-    mask = attention_lib.padding_mask(attention_mask, segment_ids)
-    x = self.encoder(x, mask, deterministic)
+    x = self.encoder(x, attention_lib.tokens(attention_mask, segment_ids, position_ids), deterministic)
     return constrain(x, ("batch", "length", "embed"))
 
   def attend(self, x: Array) -> Array:

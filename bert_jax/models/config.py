@@ -25,6 +25,10 @@ _ACTIVATIONS = {
 POOLINGS = ("cls", "mean", "max")
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
 DTYPES = ("float32", "bfloat16", "float16")
+# learned: BERT's table; sinusoidal: fixed sinusoids; rope / alibi / t5: relative, inside attention
+# (positions.py); none: no position information at all.
+POSITION_ENCODINGS = ("learned", "sinusoidal", "rope", "alibi", "t5", "none")
+NORM_POSITIONS = ("post", "pre")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,7 +49,20 @@ class BertConfig:
   # "cls" is BERT's pooler: the [CLS] vector through dense + tanh. "mean" and "max" pool the
   # last hidden states over non-padding tokens (sentence-embedding models such as MiniLM).
   pooling: str = "cls"
+  # Attention: the variant (dense | local | local_global | linear) and the kernel that computes it
+  # (xla | chunked | dot_product | pallas); see models/attention.py.
   attention: str = "dense"
+  attention_kernel: str = "xla"
+  attention_window: int = 64  # local attention: keys within this many positions on each side
+  global_every: int = 3  # local_global: layers 0, n, 2n, ... attend globally (ModernBERT: 3)
+  attention_block_size: int = 256  # the chunked kernel's query/key block length
+  num_kv_heads: int = 0  # key/value heads; 0: one per query head (MHA); 1: multi-query; else grouped
+  position_encoding: str = "learned"
+  rope_theta: float = 10_000.0
+  t5_num_buckets: int = 32
+  t5_max_distance: int = 128
+  norm_position: str = "post"  # post: LN(x + f(x)) as BERT; pre: x + f(LN(x)) and a final LayerNorm
+  gated_mlp: bool = False  # True: GLU feed-forward, act(x W_gate) * (x W_in) (GeGLU with GELU)
   dtype: str = "float32"
   param_dtype: str = "float32"
   scan_layers: bool = False
@@ -61,12 +78,25 @@ class BertConfig:
       "mlp_dim",
       "max_position_embeddings",
       "type_vocab_size",
+      "attention_window",
+      "global_every",
+      "attention_block_size",
+      "t5_num_buckets",
+      "t5_max_distance",
     ):
       value = getattr(self, name)
       if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
         problems.append(f"{name}={value!r} (expected a positive integer)")
     if not problems and self.hidden_size % self.num_heads:
       problems.append(f"hidden_size={self.hidden_size} is not divisible by num_heads={self.num_heads}")
+    if not isinstance(self.num_kv_heads, int) or self.num_kv_heads < 0:
+      problems.append(f"num_kv_heads={self.num_kv_heads!r} (expected 0 or a positive integer)")
+    elif self.num_kv_heads and self.num_heads % self.num_kv_heads:
+      problems.append(f"num_kv_heads={self.num_kv_heads} does not divide num_heads={self.num_heads}")
+    if self.position_encoding == "rope" and not problems and self.head_dim % 2:
+      problems.append(f"position_encoding='rope' needs an even head_dim, got {self.head_dim}")
+    if self.position_encoding == "t5" and self.t5_num_buckets < 4:
+      problems.append(f"t5_num_buckets={self.t5_num_buckets} (expected at least 4)")
     if self.hidden_act not in _ACTIVATIONS:
       problems.append(f"hidden_act={self.hidden_act!r} (expected one of {sorted(_ACTIVATIONS)})")
     for name, allowed in (
@@ -74,6 +104,8 @@ class BertConfig:
       ("remat", REMAT_POLICIES),
       ("dtype", DTYPES),
       ("param_dtype", DTYPES),
+      ("position_encoding", POSITION_ENCODINGS),
+      ("norm_position", NORM_POSITIONS),
     ):
       if getattr(self, name) not in allowed:
         problems.append(f"{name}={getattr(self, name)!r} (expected one of {list(allowed)})")
@@ -86,6 +118,16 @@ class BertConfig:
   @property
   def head_dim(self) -> int:
     return self.hidden_size // self.num_heads
+
+  @property
+  def kv_heads(self) -> int:
+    return self.num_kv_heads or self.num_heads
+
+  @property
+  def is_bert(self) -> bool:
+    """True when the architecture is BERT's own, so HuggingFace's BertModel can hold the weights."""
+    same = all(getattr(self, k) == v for k, v in _BERT_ARCHITECTURE.items())
+    return same and self.kv_heads == self.num_heads
 
   @property
   def activation(self) -> str:
@@ -159,11 +201,25 @@ class BertConfig:
       raise ValueError(f"{source}: {e}") from None
 
   def to_hf_dict(self) -> dict[str, Any]:
+    if not self.is_bert:
+      changed = {k: getattr(self, k) for k, v in _BERT_ARCHITECTURE.items() if getattr(self, k) != v}
+      if self.kv_heads != self.num_heads:
+        changed["num_kv_heads"] = self.num_kv_heads
+      raise ValueError(
+        f"this model is not a BERT architecture ({changed}): HuggingFace's BertModel cannot hold it; "
+        "save it in bert_jax's own format instead"
+      )
     hf = {theirs: getattr(self, ours) for theirs, ours in self._HF_NAMES.items()}
     if self.hidden_act in ("gelu_tanh",):
       hf["hidden_act"] = "gelu_new"
     hf.update(model_type="bert", position_embedding_type="absolute", architectures=["BertModel"])
     return hf
+
+
+# BERT's values of the fields that change what is computed (kernels and block sizes do not).
+_BERT_ARCHITECTURE = dict(
+  attention="dense", position_encoding="learned", norm_position="post", gated_mlp=False
+)
 
 
 def read_json(path: str | os.PathLike) -> dict[str, Any]:

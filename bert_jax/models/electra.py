@@ -36,7 +36,13 @@ from bert_jax.models.layers import activation, constrain, dense
 Array = jax.Array
 
 # The embedding tables are one set of arrays, so these must agree between the two configs.
-_SHARED_FIELDS = ("vocab_size", "max_position_embeddings", "type_vocab_size", "pad_token_id")
+_SHARED_FIELDS = (
+  "vocab_size",
+  "max_position_embeddings",
+  "type_vocab_size",
+  "pad_token_id",
+  "position_encoding",
+)
 # Evaluation samples with this key: any fixed value works, it only has to be the same every call.
 _EVAL_SAMPLING_SEED = 0
 
@@ -96,7 +102,7 @@ class ElectraGenerator(nn.Module):
     # The head's transform maps back to the embedding size so the logits can use the shared word
     # embeddings. Its config differs from the generator's only in that width; one head keeps the
     # config valid whatever the width (the head has no attention, so num_heads is unused).
-    head_config = c.replace(hidden_size=self.embedding_size, num_heads=1)
+    head_config = c.replace(hidden_size=self.embedding_size, num_heads=1, num_kv_heads=0)
     return MlmHead(head_config, name="mlm")(hidden, decoder)
 
 
@@ -124,7 +130,7 @@ class ElectraForPretraining(nn.Module):
         "ELECTRA's generator and discriminator share their embeddings, so their configs must agree on "
         f"{list(_SHARED_FIELDS)}; generator vs discriminator differ in " + "; ".join(mismatched)
       )
-    attention_lib.get(g.attention)  # the discriminator's BertModel checks its own; fail now, with the names
+    attention_lib.check(g)  # the discriminator's BertModel checks its own; fail now, with the names
     self.discriminator = BertModel(d)
     self.generator = ElectraGenerator(g, embedding_size=d.hidden_size)
     self.rtd = RtdHead(d)
@@ -155,11 +161,7 @@ class ElectraForPretraining(nn.Module):
     if masked_positions is None:
       masked_positions = jnp.broadcast_to(jnp.arange(length), (batch, length))
     masked_positions = masked_positions.astype(jnp.int32)
-    # Only pass segment_ids when packing, so the plain path needs nothing beyond BERT's padding mask.
-    if segment_ids is None:
-      mask = attention_lib.padding_mask(attention_mask)
-    else:
-      mask = attention_lib.padding_mask(attention_mask, segment_ids)
+    mask = attention_lib.tokens(attention_mask, segment_ids, position_ids)
     embeddings = self.discriminator.embeddings
 
     def embed(ids):

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from bert_jax.models import attention as attention_lib
+from bert_jax.models import positions as positions_lib
 from bert_jax.models.config import BertConfig
 
 Array = jax.Array
@@ -93,7 +94,8 @@ def dense(config: BertConfig, features, in_axes, out_axes, name) -> Dense:
 
 
 class Embeddings(nn.Module):
-  """word + learned absolute position + token type (segment), then LayerNorm and dropout."""
+  """word + position + token type (segment), then LayerNorm and dropout. Positions are BERT's learned
+  table, fixed sinusoids, or nothing here when they act inside attention (rope, alibi, t5) or are off."""
 
   config: BertConfig
 
@@ -104,9 +106,10 @@ class Embeddings(nn.Module):
     self.word_embeddings = embed(
       num_embeddings=c.vocab_size, embedding_init=kernel_init(c, ("vocab", "embed"))
     )
-    self.position_embeddings = embed(
-      num_embeddings=c.max_position_embeddings, embedding_init=kernel_init(c, (None, "embed"))
-    )
+    if c.position_encoding == "learned":
+      self.position_embeddings = embed(
+        num_embeddings=c.max_position_embeddings, embedding_init=kernel_init(c, (None, "embed"))
+      )
     self.token_type_embeddings = embed(
       num_embeddings=c.type_vocab_size, embedding_init=kernel_init(c, (None, "embed"))
     )
@@ -116,11 +119,13 @@ class Embeddings(nn.Module):
   def __call__(
     self, input_ids: Array, token_type_ids: Array, position_ids: Array, deterministic: bool = True
   ) -> Array:
-    x = (
-      self.word_embeddings(input_ids)
-      + self.position_embeddings(position_ids)
-      + self.token_type_embeddings(token_type_ids)
-    )
+    c = self.config
+    x = self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids)
+    if c.position_encoding == "learned":
+      x = x + self.position_embeddings(position_ids)
+    elif c.position_encoding == "sinusoidal":
+      table = positions_lib.sinusoidal_table(c.max_position_embeddings, c.hidden_size)
+      x = x + jnp.asarray(table, x.dtype)[position_ids]
     x = self.layer_norm(x)
     x = self.dropout(x, deterministic=deterministic)
     return constrain(x, ("batch", "length", "embed"))
@@ -131,18 +136,38 @@ class Embeddings(nn.Module):
 
 
 class SelfAttention(nn.Module):
-  """Multi-head self-attention: project to heads, attend with the configured kernel, merge heads."""
+  """Multi-head self-attention: project to heads (fewer key/value heads for MQA/GQA), add positions (RoPE,
+  a bias), attend with the configured variant and kernel, merge heads. `layer` is the layer's index when
+  known statically (unscanned layers); scanned layers pass a traced `layer_index` instead."""
 
   config: BertConfig
+  layer: int | None = None
 
   @nn.compact
-  def __call__(self, x: Array, mask: Array | None, deterministic: bool = True) -> Array:
+  def __call__(
+    self,
+    x: Array,
+    tokens: attention_lib.Tokens,
+    bias_table: Array | None = None,
+    layer_index: Array | None = None,
+    deterministic: bool = True,
+  ) -> Array:
     c = self.config
-    project = functools.partial(dense, c, (c.num_heads, c.head_dim), ("embed",), ("heads", "kv"))
-    query = project(name="query")(x)
-    key = project(name="key")(x)
-    value = project(name="value")(x)
-    query, key, value = (constrain(t, ("batch", "length", "heads", "kv")) for t in (query, key, value))
+    # With fewer key/value heads than tensor-parallel shards, K and V stay whole on every device.
+    kv_axis = "heads" if c.kv_heads == c.num_heads else "kv_heads"
+    query = dense(c, (c.num_heads, c.head_dim), ("embed",), ("heads", "kv"), name="query")(x)
+    key = dense(c, (c.kv_heads, c.head_dim), ("embed",), (kv_axis, "kv"), name="key")(x)
+    value = dense(c, (c.kv_heads, c.head_dim), ("embed",), (kv_axis, "kv"), name="value")(x)
+    query = constrain(query, ("batch", "length", "heads", "kv"))
+    key, value = (constrain(t, ("batch", "length", kv_axis, "kv")) for t in (key, value))
+    bias = None
+    if c.position_encoding == "rope":
+      query = positions_lib.apply_rope(query, tokens.positions, c.rope_theta)
+      key = positions_lib.apply_rope(key, tokens.positions, c.rope_theta)
+    elif c.position_encoding == "alibi":
+      bias = positions_lib.alibi_bias(positions_lib.alibi_slopes(c.num_heads))
+    elif c.position_encoding == "t5":
+      bias = positions_lib.t5_bias(bias_table, c.t5_max_distance)
     dropout_rng = None
     if not deterministic and c.attention_dropout_rate > 0.0:
       dropout_rng = self.make_rng("dropout")
@@ -150,7 +175,10 @@ class SelfAttention(nn.Module):
       query,
       key,
       value,
-      mask,
+      tokens,
+      config=c,
+      layer=self.layer if self.layer is not None else layer_index,
+      bias=bias,
       dropout_rate=c.attention_dropout_rate,
       dropout_rng=dropout_rng,
       deterministic=deterministic,
@@ -161,7 +189,8 @@ class SelfAttention(nn.Module):
 
 
 class Mlp(nn.Module):
-  """The position-wise feed-forward block: dense to mlp_dim, GELU, dense back to hidden_size."""
+  """The position-wise feed-forward block: dense to mlp_dim, GELU, dense back to hidden_size. Gated
+  (`gated_mlp`, GeGLU with GELU): GELU(x W_gate) * (x W_in), then back to hidden_size."""
 
   config: BertConfig
 
@@ -169,22 +198,42 @@ class Mlp(nn.Module):
   def __call__(self, x: Array) -> Array:
     c = self.config
     h = dense(c, c.mlp_dim, ("embed",), ("mlp",), name="intermediate")(x)
-    h = activation(c)(h)
+    if c.gated_mlp:
+      h = activation(c)(dense(c, c.mlp_dim, ("embed",), ("mlp",), name="gate")(x)) * h
+    else:
+      h = activation(c)(h)
     h = constrain(h, ("batch", "length", "mlp"))
     return dense(c, c.hidden_size, ("mlp",), ("embed",), name="output")(h)
 
 
 class EncoderBlock(nn.Module):
-  """One post-LN Transformer layer, as in BERT: x = LN(x + Attn(x)); x = LN(x + MLP(x))."""
+  """One Transformer layer. Post-LN, as in BERT: x = LN(x + Attn(x)); x = LN(x + MLP(x)).
+  Pre-LN: x = x + Attn(LN(x)); x = x + MLP(LN(x)) (the encoder then ends with one more LayerNorm)."""
 
   config: BertConfig
+  layer: int | None = None
 
   @nn.compact
-  def __call__(self, x: Array, mask: Array | None, deterministic: bool = True) -> Array:
+  def __call__(
+    self,
+    x: Array,
+    tokens: attention_lib.Tokens,
+    bias_table: Array | None = None,
+    layer_index: Array | None = None,
+    deterministic: bool = True,
+  ) -> Array:
     c = self.config
     drop = nn.Dropout(c.dropout_rate)
-    h = SelfAttention(c, name="attention")(x, mask, deterministic)
-    x = layer_norm(c, "attention_norm")(x + drop(h, deterministic=deterministic))
-    h = Mlp(c, name="mlp")(x)
-    x = layer_norm(c, "mlp_norm")(x + drop(h, deterministic=deterministic))
+    attention = SelfAttention(c, self.layer, name="attention")
+    mlp = Mlp(c, name="mlp")
+    attention_norm, mlp_norm = layer_norm(c, "attention_norm"), layer_norm(c, "mlp_norm")
+    if c.norm_position == "pre":
+      x = x + drop(
+        attention(attention_norm(x), tokens, bias_table, layer_index, deterministic), deterministic
+      )
+      x = x + drop(mlp(mlp_norm(x)), deterministic=deterministic)
+    else:
+      h = attention(x, tokens, bias_table, layer_index, deterministic)
+      x = attention_norm(x + drop(h, deterministic=deterministic))
+      x = mlp_norm(x + drop(mlp(x), deterministic=deterministic))
     return constrain(x, ("batch", "length", "embed"))

@@ -1,0 +1,153 @@
+"""Time and peak memory of one encoder layer against sequence length, per attention variant and kernel.
+
+    python experiments/attention_study/scaling.py --out OUT/scaling.json [--lengths 128,256,...,8192]
+        [--mode forward|train] [--repeats 5]
+
+One bert_jax EncoderBlock (hidden 256, 4 heads of 64, MLP 1024, float32, batch 1) per variant. Time is the
+median of `--repeats` calls after a warm-up call, interleaved across variants at each length so that a
+noisy machine slows all of them alike. Peak memory is XLA's own accounting of the compiled call: arguments
++ outputs + temporaries (`Compiled.memory_analysis()`), so it is exact for what XLA allocates and does not
+depend on the allocator or on other processes. `train` times the forward and backward pass (gradients of
+the sum of outputs with respect to the layer's parameters and input).
+
+Writes a JSON list of {"attention", "seq_len", "ms", "peak_bytes", "status", "mode"} records, the format
+`python -m bert_jax.sweeps report --scaling` plots. A variant whose compiled call would need more memory
+than `--max-gib` is recorded as skipped instead of run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
+
+from bert_jax import files  # noqa: E402
+from bert_jax.models import BertConfig, attention  # noqa: E402
+from bert_jax.models.layers import EncoderBlock  # noqa: E402
+
+LAYER = BertConfig(
+  vocab_size=8,
+  hidden_size=256,
+  num_layers=1,
+  num_heads=4,
+  mlp_dim=1024,
+  max_position_embeddings=8,
+  dropout_rate=0.0,
+  attention_dropout_rate=0.0,
+)
+# name -> config changes. dense/xla is the reference; chunked computes the same numbers block by block.
+VARIANTS = {
+  "dense": dict(attention="dense", attention_kernel="xla"),
+  "chunked": dict(attention="dense", attention_kernel="chunked", attention_block_size=512),
+  "local": dict(
+    attention="local", attention_kernel="chunked", attention_window=128, attention_block_size=128
+  ),
+  "linear": dict(attention="linear"),
+}
+
+
+def layer_call(config: BertConfig, length: int, mode: str):
+  block = EncoderBlock(config, 0)
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(1, length, config.hidden_size)), jnp.float32)
+  tokens = attention.tokens(jnp.ones((1, length), jnp.int32))
+  params = jax.jit(block.init)(jax.random.key(0), x[:, :8], attention.tokens(jnp.ones((1, 8), jnp.int32)))
+
+  def forward(params, x):
+    return block.apply(params, x, tokens)
+
+  if mode == "forward":
+    fn = forward
+  else:
+    fn = jax.grad(lambda p, x: jnp.sum(forward(p, x)), argnums=(0, 1))
+  compiled = jax.jit(fn).lower(params, x).compile()
+  memory = compiled.memory_analysis()
+  peak = memory.argument_size_in_bytes + memory.output_size_in_bytes + memory.temp_size_in_bytes
+  return (lambda: jax.block_until_ready(compiled(params, x))), peak
+
+
+def measure(lengths, names, mode, repeats, max_bytes):
+  records = []
+  for length in lengths:
+    calls = {}
+    for name in names:
+      config = LAYER.replace(**VARIANTS[name])
+      try:
+        call, peak = layer_call(config, length, mode)
+      except Exception as e:  # a variant that cannot compile at this length is a result, not a crash
+        records.append(
+          dict(attention=name, seq_len=length, ms=None, peak_bytes=None, status=f"error: {e}"[:200])
+        )
+        continue
+      if peak > max_bytes:
+        records.append(
+          dict(
+            attention=name,
+            seq_len=length,
+            ms=None,
+            peak_bytes=peak,
+            status=f"skipped: needs {peak / 2**30:.1f} GiB",
+          )
+        )
+        continue
+      call()  # warm-up
+      calls[name] = (call, peak, [])
+    for _ in range(repeats):  # interleaved: each round runs every variant once
+      for name, (call, _, times) in calls.items():
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    for name, (call, peak, times) in calls.items():
+      ms = 1e3 * float(np.median(times))
+      records.append(dict(attention=name, seq_len=length, ms=ms, peak_bytes=int(peak), status="ok"))
+      print(f"{mode} L={length:5d} {name:8s} {ms:10.2f} ms  {peak / 2**20:9.1f} MiB", flush=True)
+  for r in records:
+    r["mode"] = mode
+  return records
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--out", required=True, help="JSON file to write")
+  parser.add_argument("--lengths", default="128,256,512,1024,2048,4096,8192")
+  parser.add_argument(
+    "--variants", default=",".join(VARIANTS), help=f"comma-separated, from {list(VARIANTS)}"
+  )
+  parser.add_argument("--mode", choices=("forward", "train"), default="forward")
+  parser.add_argument("--repeats", type=int, default=5)
+  parser.add_argument(
+    "--max-gib", type=float, default=8.0, help="skip calls XLA says need more memory than this"
+  )
+  args = parser.parse_args(argv)
+  names = [n for n in args.variants.split(",") if n]
+  unknown = sorted(set(names) - set(VARIANTS))
+  if unknown:
+    parser.error(f"--variants: unknown {unknown}; known: {list(VARIANTS)}")
+  try:
+    lengths = [int(n) for n in args.lengths.split(",") if n]
+  except ValueError:
+    parser.error(f"--lengths={args.lengths!r}: expected comma-separated integers")
+  records = measure(lengths, names, args.mode, args.repeats, args.max_gib * 2**30)
+  files.write_json(args.out, records)
+  meta = dict(
+    command=" ".join(["python", "experiments/attention_study/scaling.py"] + (argv or sys.argv[1:])),
+    machine=f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {jax.default_backend()}",
+    jax=jax.__version__,
+    date=time.strftime("%Y-%m-%d"),
+    layer=dict(hidden=LAYER.hidden_size, heads=LAYER.num_heads, mlp=LAYER.mlp_dim, batch=1, dtype="float32"),
+    variants={n: VARIANTS[n] for n in names},
+  )
+  files.write_json(os.path.splitext(args.out)[0] + ".meta.json", meta)
+  print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+  main()

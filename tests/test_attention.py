@@ -1,0 +1,388 @@
+"""Attention variants and kernels: each against an independent formula or against the dense reference where
+it claims to be exact, and every variant's handling of padding, packing and training on real text."""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from bert_jax.models import BertConfig, BertModel, attention, positions, scan_params
+from bert_jax.models.layers import EncoderBlock, Mlp
+
+TINY = BertConfig(
+  vocab_size=64,
+  hidden_size=32,
+  num_layers=2,
+  num_heads=4,
+  mlp_dim=64,
+  max_position_embeddings=64,
+  attention_dropout_rate=0.0,
+  dropout_rate=0.0,
+)
+# The ablation axes, each on top of BERT.
+VARIANTS = {
+  "bert": {},
+  "sinusoidal": dict(position_encoding="sinusoidal"),
+  "t5": dict(position_encoding="t5", t5_num_buckets=8, t5_max_distance=16),
+  "rope": dict(position_encoding="rope"),
+  "alibi": dict(position_encoding="alibi"),
+  "no_positions": dict(position_encoding="none"),
+  "local": dict(attention="local", attention_window=3),
+  "local_chunked": dict(
+    attention="local", attention_window=3, attention_kernel="chunked", attention_block_size=4
+  ),
+  "local_global": dict(attention="local_global", attention_window=3, global_every=2, scan_layers=True),
+  "mqa": dict(num_kv_heads=1),
+  "gqa": dict(num_kv_heads=2),
+  "linear": dict(attention="linear"),
+  "pre_ln": dict(norm_position="pre"),
+  "geglu": dict(gated_mlp=True),
+  "chunked": dict(attention_kernel="chunked", attention_block_size=8),
+  "dot_product": dict(attention_kernel="dot_product"),
+}
+
+
+def _random_qkv(seed=0, batch=2, length=37, heads=4, kv_heads=2, depth=8):
+  rng = np.random.default_rng(seed)
+  q = rng.normal(size=(batch, length, heads, depth)).astype(np.float32)
+  k, v = (rng.normal(size=(batch, length, kv_heads, depth)).astype(np.float32) for _ in range(2))
+  valid = np.ones((batch, length), bool)
+  valid[1, 29:] = False
+  segments = np.ones((batch, length), np.int32)
+  segments[0, 20:] = 2
+  segments[1, 10:29] = 2
+  segments[1, 29:] = 0
+  return q, k, v, valid, segments
+
+
+def _numpy_attention(q, k, v, valid, segments=None, bias=None, window=None):
+  """softmax(QKᵀ/√d + bias) V over visible keys, written out with numpy; GQA by repeating K and V."""
+  group = q.shape[2] // k.shape[2]
+  k, v = np.repeat(k, group, axis=2), np.repeat(v, group, axis=2)
+  scores = np.einsum("bqhd,bkhd->bhqk", q, k) / np.sqrt(q.shape[-1])
+  if bias is not None:
+    scores = scores + bias[None]
+  length = q.shape[1]
+  allowed = np.broadcast_to(valid[:, None, None, :], scores.shape).copy()
+  if segments is not None:
+    allowed &= (segments[:, :, None] == segments[:, None, :])[:, None]
+  if window is not None:
+    offsets = np.abs(np.arange(length)[:, None] - np.arange(length)[None])
+    allowed &= (offsets <= window)[None, None]
+  scores = np.where(allowed, scores, -1e30)
+  probs = np.exp(scores - scores.max(-1, keepdims=True))
+  probs /= probs.sum(-1, keepdims=True)
+  return np.einsum("bhqk,bkhd->bqhd", probs, v)
+
+
+def _real(x, valid):
+  return np.where(valid[..., None, None], np.asarray(x), 0.0)
+
+
+@pytest.mark.parametrize("packed", [False, True])
+@pytest.mark.parametrize("window", [None, 4])
+def test_reference_kernel_matches_numpy(packed, window):
+  q, k, v, valid, segments = _random_qkv()
+  segments = segments if packed else None
+  slopes = positions.alibi_slopes(4)
+  bias = -slopes[:, None, None] * np.abs(np.arange(37)[:, None] - np.arange(37)[None])[None]
+  for b, fn in ((None, None), (bias, positions.alibi_bias(slopes))):
+    tokens = attention.tokens(jnp.asarray(valid), None if segments is None else jnp.asarray(segments))
+    got = attention.xla_attention(q, k, v, tokens, bias=fn, window=window)
+    want = _numpy_attention(q, k, v, valid, segments, b, window)
+    np.testing.assert_allclose(_real(got, valid), _real(want, valid), atol=1e-5)
+
+
+@pytest.mark.parametrize("kernel", ["chunked", "dot_product", "pallas"])
+def test_every_kernel_matches_the_reference(kernel):
+  """float32, random inputs with padding, GQA, with and without packing, bias and window: 1e-5 on real tokens.
+  The Pallas TPU kernel runs in Pallas' interpreter here."""
+  q, k, v, valid, segments = _random_qkv()
+  table = jnp.asarray(np.random.default_rng(1).normal(size=(8, 4)), jnp.float32)
+  run = attention.get_kernel(kernel)
+  if kernel == "pallas":
+    run = functools.partial(run, interpret=True)
+  for packed in (False, True):
+    tokens = attention.tokens(jnp.asarray(valid), jnp.asarray(segments) if packed else None)
+    for bias in (None, positions.alibi_bias(positions.alibi_slopes(4)), positions.t5_bias(table, 16)):
+      for window in (None, 5) if kernel != "pallas" else (None,):
+        want = attention.xla_attention(q, k, v, tokens, bias=bias, window=window)
+        got = run(q, k, v, tokens, bias=bias, window=window, block_size=8)
+        np.testing.assert_allclose(
+          _real(got, valid), _real(want, valid), atol=1e-5, err_msg=f"{packed} {window}"
+        )
+
+
+def test_chunked_gradients_match_the_reference():
+  q, k, v, valid, segments = _random_qkv(length=21)
+  tokens = attention.tokens(jnp.asarray(valid[:, :21]), jnp.asarray(segments[:, :21]))
+  weights = np.random.default_rng(2).normal(size=q.shape).astype(np.float32)
+
+  def loss(kernel, q, k, v):
+    return jnp.sum(kernel(q, k, v, tokens, window=6, block_size=4) * weights * valid[:, :21, None, None])
+
+  want = jax.grad(functools.partial(loss, attention.xla_attention), argnums=(0, 1, 2))(q, k, v)
+  got = jax.grad(functools.partial(loss, attention.chunked_attention), argnums=(0, 1, 2))(q, k, v)
+  for g, w in zip(got, want):
+    np.testing.assert_allclose(g, w, atol=1e-5)
+
+
+def test_linear_attention_equals_its_quadratic_form():
+  q, k, v, valid, segments = _random_qkv()
+  phi = lambda x: np.where(x > 0, x + 1.0, np.exp(x))  # noqa: E731 (elu + 1)
+  for packed in (False, True):
+    kk, vv = np.repeat(k, 2, axis=2), np.repeat(v, 2, axis=2)
+    weights = np.einsum("bqhd,bkhd->bhqk", phi(q), phi(kk)) * valid[:, None, None, :]
+    if packed:
+      weights = weights * (segments[:, :, None] == segments[:, None, :])[:, None]
+    with np.errstate(invalid="ignore"):  # padding queries of a packed row see no key: 0/0, never compared
+      want = np.einsum("bhqk,bkhd->bqhd", weights / weights.sum(-1, keepdims=True), vv)
+    tokens = attention.tokens(jnp.asarray(valid), jnp.asarray(segments) if packed else None)
+    got = attention.get("linear")(q, k, v, tokens)
+    np.testing.assert_allclose(_real(got, valid), _real(want, valid), atol=1e-5, rtol=1e-5)
+
+
+def test_rope_scores_depend_only_on_relative_offsets():
+  rng = np.random.default_rng(3)
+  q, k = (jnp.asarray(rng.normal(size=(1, 12, 2, 16)), jnp.float32) for _ in range(2))
+
+  def scores(shift):
+    pos = jnp.arange(12)[None] + shift
+    return jnp.einsum("bqhd,bkhd->bhqk", positions.apply_rope(q, pos), positions.apply_rope(k, pos))
+
+  base = scores(0)
+  for shift in (1, 7, 300):
+    np.testing.assert_allclose(scores(shift), base, atol=1e-4)
+  # ... and do depend on the offset: the unrotated scores differ.
+  assert not np.allclose(base, jnp.einsum("bqhd,bkhd->bhqk", q, k), atol=1e-2)
+  # Rotation keeps norms (it is a rotation of each feature pair).
+  np.testing.assert_allclose(
+    jnp.linalg.norm(positions.apply_rope(q, jnp.arange(12)[None] + 5), axis=-1),
+    jnp.linalg.norm(q, axis=-1),
+    rtol=1e-5,
+  )
+
+
+def test_position_formulas():
+  # ALiBi's slopes for 8 heads are 1/2 ... 1/256 (Press et al., section 3); 6 heads take 4's and every
+  # other one of 8's.
+  np.testing.assert_allclose(positions.alibi_slopes(8), [2.0**-i for i in range(1, 9)])
+  np.testing.assert_allclose(
+    positions.alibi_slopes(6), [2.0**-2, 2.0**-4, 2.0**-6, 2.0**-8, 2.0**-1, 2.0**-3]
+  )
+  table = positions.sinusoidal_table(50, 8)
+  for pos in (0, 3, 49):
+    for i in range(4):
+      np.testing.assert_allclose(table[pos, i], np.sin(pos / 10000 ** (i / 4)), atol=1e-6)
+      np.testing.assert_allclose(table[pos, 4 + i], np.cos(pos / 10000 ** (i / 4)), atol=1e-6)
+  # T5 buckets, 32 buckets / max distance 128: offsets 0..7 own buckets; keys after the query use the upper
+  # half; far offsets share the last bucket of their half; buckets never decrease with distance.
+  buckets = np.asarray(positions.t5_buckets(jnp.arange(-300, 301), 32, 128))
+  offsets = np.arange(-300, 301)
+  np.testing.assert_array_equal(buckets[(offsets >= -7) & (offsets <= 0)], np.arange(7, -1, -1))
+  np.testing.assert_array_equal(buckets[(offsets > 0) & (offsets <= 7)], 16 + np.arange(1, 8))
+  assert set(buckets[offsets <= -128]) == {15} and set(buckets[offsets >= 128]) == {31}
+  assert np.all(np.diff(buckets[offsets > 0]) >= 0) and np.all(np.diff(buckets[offsets <= 0]) <= 0)
+  assert buckets.min() == 0 and buckets.max() == 31
+
+
+def _model(config):
+  model = BertModel(config, with_pooler=False)
+  # Eager, not jitted: for a model this small, dispatching each op costs far less than compiling it.
+  params = nn.unbox(model.init(jax.random.key(0), jnp.ones((2, 24), jnp.int32))["params"])
+  apply = lambda p, *a, **k: model.apply({"params": p}, *a, **k)["last_hidden_state"]  # noqa: E731
+  return params, apply
+
+
+_IDS = np.random.default_rng(4).integers(5, 64, size=(2, 24)).astype(np.int32)
+
+
+def _hidden(config, params=None, **kwargs):
+  own, apply = _model(config)
+  return np.asarray(apply(own if params is None else params, jnp.asarray(_IDS), **kwargs)), own
+
+
+def test_exact_special_cases_equal_dense():
+  dense, params = _hidden(TINY)
+  # A window as wide as the sequence, with either kernel, is dense attention.
+  for kernel in ("xla", "chunked"):
+    local, _ = _hidden(TINY.replace(attention="local", attention_window=24, attention_kernel=kernel), params)
+    np.testing.assert_allclose(local, dense, atol=1e-5)
+  # Grouped-query attention with as many key/value heads as heads is multi-head attention.
+  gqa, _ = _hidden(TINY.replace(num_kv_heads=4), params)
+  np.testing.assert_allclose(gqa, dense, atol=1e-6)
+  # local_global: the scanned encoder (traced layer index, lax.cond) equals the unscanned one (static choice).
+  alternating = TINY.replace(attention="local_global", attention_window=2, global_every=2)
+  unscanned, params = _hidden(alternating)
+  scanned, _ = _hidden(alternating.replace(scan_layers=True), scan_params(params, 2))
+  np.testing.assert_allclose(scanned, unscanned, atol=1e-5)
+  assert not np.allclose(unscanned, dense, atol=1e-3)
+
+
+def test_alibi_with_zero_slopes_equals_no_positions(monkeypatch):
+  none, params = _hidden(TINY.replace(position_encoding="none"))
+  alibi, _ = _hidden(TINY.replace(position_encoding="alibi"), params)
+  assert not np.allclose(alibi, none, atol=1e-3)
+  monkeypatch.setattr(positions, "alibi_slopes", lambda heads: np.zeros(heads, np.float32))
+  alibi, _ = _hidden(TINY.replace(position_encoding="alibi"), params)
+  np.testing.assert_allclose(alibi, none, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_variant_respects_padding_and_packing(name):
+  """Changing padded tokens changes nothing at real ones; two documents packed into one row give what each
+  gives alone (positions restart per document)."""
+  config = TINY.replace(**VARIANTS[name])
+  params, apply = _model(config)
+  mask = np.ones((2, 24), np.int32)
+  mask[1, 15:] = 0
+  other = _IDS.copy()
+  other[1, 15:] = 7
+  a = np.asarray(apply(params, jnp.asarray(_IDS), jnp.asarray(mask)))
+  b = np.asarray(apply(params, jnp.asarray(other), jnp.asarray(mask)))
+  np.testing.assert_allclose(a[1, :15], b[1, :15], atol=1e-5)
+  np.testing.assert_allclose(a[0], b[0], atol=1e-6)
+
+  cut = 10
+  segments = np.array([[1] * cut + [2] * (24 - cut)] * 2, np.int32)
+  positions_ = np.array([list(range(cut)) + list(range(24 - cut))] * 2, np.int32)
+  packed = np.asarray(
+    apply(params, jnp.asarray(_IDS), segment_ids=jnp.asarray(segments), position_ids=jnp.asarray(positions_))
+  )
+  first = np.asarray(apply(params, jnp.asarray(_IDS[:, :cut])))
+  second = np.asarray(apply(params, jnp.asarray(_IDS[:, cut:])))
+  np.testing.assert_allclose(packed[:, :cut], first, atol=1e-5)
+  np.testing.assert_allclose(packed[:, cut:], second, atol=1e-5)
+
+
+def _text_batches(length=32, batch=8, steps=40):
+  """Character-level MLM batches from real English text (the bundled Moby-Dick sample)."""
+  path = os.path.join(os.path.dirname(__file__), "..", "data", "samples", "en_mobydick.txt")
+  with open(path, encoding="utf-8") as f:
+    text = f.read(40_000).lower()
+  alphabet = sorted(set(text))[: TINY.vocab_size - 2]
+  ids = np.array([2 + alphabet.index(c) if c in alphabet else 1 for c in text], np.int32)
+  rng = np.random.default_rng(0)
+  for _ in range(steps):
+    starts = rng.integers(0, len(ids) - length, size=batch)
+    tokens = np.stack([ids[s : s + length] for s in starts])
+    masked = rng.random(tokens.shape) < 0.15
+    yield np.where(masked, 0, tokens), tokens, masked
+
+
+@pytest.mark.parametrize(
+  "name", ["sinusoidal", "t5", "rope", "alibi", "local_global", "mqa", "linear", "pre_ln", "geglu"]
+)
+def test_variant_learns_real_text(name):
+  """40 steps of character-level MLM on Moby-Dick: the masked-character loss falls clearly below where it
+  started (uniform guessing over the alphabet is about ln 40 = 3.7)."""
+  config = TINY.replace(**VARIANTS[name])
+  model = BertModel(config, with_pooler=False)
+  params = model.init(jax.random.key(0), jnp.ones((1, 32), jnp.int32))["params"]
+  opt = optax.adam(3e-3)
+  state = opt.init(params)
+
+  @jax.jit
+  def step(params, state, inputs, targets, masked):
+    def loss_fn(p):
+      hidden = model.apply({"params": p}, inputs)["last_hidden_state"]
+      logits = model.apply({"params": p}, hidden, method=BertModel.attend)
+      losses = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
+      return jnp.sum(losses * masked) / jnp.sum(masked)
+
+    loss, grads = jax.value_and_grad(loss_fn)(params)
+    updates, state = opt.update(grads, state)
+    return optax.apply_updates(params, updates), state, loss
+
+  losses = []
+  for inputs, targets, masked in _text_batches():
+    params, state, loss = step(params, state, inputs, targets, masked)
+    losses.append(float(loss))
+  assert np.isfinite(losses).all()
+  assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.5, losses
+
+
+def test_pre_ln_block_and_gated_mlp_follow_their_formulas():
+  config = TINY.replace(norm_position="pre", gated_mlp=True)
+  x = jnp.asarray(np.random.default_rng(5).normal(size=(2, 6, 32)), jnp.float32)
+  tokens = attention.tokens(jnp.ones((2, 6), jnp.int32))
+  block = EncoderBlock(config, 0)
+  params = nn.unbox(block.init(jax.random.key(0), x, tokens)["params"])
+  p = jax.tree.map(np.asarray, params)
+
+  def ln(y, norm):
+    y = np.asarray(y)
+    mean, var = y.mean(-1, keepdims=True), y.var(-1, keepdims=True)
+    return (y - mean) / np.sqrt(var + config.layer_norm_eps) * norm["scale"] + norm["bias"]
+
+  def gelu(y):
+    return np.asarray(jax.nn.gelu(jnp.asarray(y), approximate=False))
+
+  mlp = p["mlp"]
+  h = ln(x, p["attention_norm"])
+  from bert_jax.models.layers import SelfAttention
+
+  attn = np.asarray(SelfAttention(config, 0).apply({"params": params["attention"]}, jnp.asarray(h), tokens))
+  y = np.asarray(x) + attn
+  z = ln(y, p["mlp_norm"])
+  gated = gelu(z @ mlp["gate"]["kernel"] + mlp["gate"]["bias"]) * (
+    z @ mlp["intermediate"]["kernel"] + mlp["intermediate"]["bias"]
+  )
+  want = y + gated @ mlp["output"]["kernel"] + mlp["output"]["bias"]
+  got = block.apply({"params": params}, x, tokens)
+  np.testing.assert_allclose(got, want, atol=1e-5)
+  assert set(Mlp(config).init(jax.random.key(0), x)["params"]) == {"intermediate", "gate", "output"}
+  # Pre-LN ends the encoder with a LayerNorm; post-LN (BERT) does not.
+  params, _ = _model(TINY.replace(norm_position="pre"))
+  assert "final_norm" in params["encoder"]
+
+
+def test_names_and_impossible_combinations_are_clear_errors():
+  with pytest.raises(
+    ValueError,
+    match=r"unknown attention 'flash'; registered attentions are \['dense', 'linear', 'local', 'local_gl",
+  ):
+    BertModel(TINY.replace(attention="flash")).init(jax.random.key(0), jnp.ones((1, 4), jnp.int32))
+  with pytest.raises(
+    ValueError,
+    match=r"unknown attention_kernel 'cuda'; registered attention kernels are \['chunked', 'dot_product',",
+  ):
+    BertModel(TINY.replace(attention_kernel="cuda")).init(jax.random.key(0), jnp.ones((1, 4), jnp.int32))
+  with pytest.raises(ValueError, match="attention='linear' cannot use position_encoding='alibi'"):
+    BertModel(TINY.replace(attention="linear", position_encoding="alibi")).init(
+      jax.random.key(0), jnp.ones((1, 4), jnp.int32)
+    )
+  with pytest.raises(ValueError, match="num_kv_heads=3 does not divide num_heads=4"):
+    TINY.replace(num_kv_heads=3)
+  with pytest.raises(ValueError, match="position_encoding='wavelet'"):
+    TINY.replace(position_encoding="wavelet")
+  with pytest.raises(ValueError, match="not a BERT architecture.*'position_encoding': 'rope'"):
+    TINY.replace(position_encoding="rope").to_hf_dict()
+
+
+def test_kernel_fallbacks_are_logged(caplog, monkeypatch):
+  monkeypatch.setattr(attention, "_warned", set())  # each reason is logged once per process
+  q, k, v, valid, _ = _random_qkv(length=8)
+  tokens = attention.tokens(jnp.asarray(valid[:, :8]))
+  with caplog.at_level("WARNING", logger="bert_jax.attention"):
+    out = attention.get_kernel("pallas")(q[:, :8], k[:, :8], v[:, :8], tokens)
+  assert "needs a TPU; this backend is cpu" in caplog.text
+  np.testing.assert_allclose(out, attention.xla_attention(q[:, :8], k[:, :8], v[:, :8], tokens), atol=1e-6)
+
+
+def test_relative_positions_run_beyond_the_position_table():
+  config = TINY.replace(position_encoding="alibi", max_position_embeddings=16)
+  model = BertModel(config, with_pooler=False)
+  params = model.init(jax.random.key(0), jnp.ones((1, 8), jnp.int32))["params"]
+  assert model.apply({"params": params}, jnp.ones((1, 40), jnp.int32))["last_hidden_state"].shape == (
+    1,
+    40,
+    32,
+  )

@@ -634,7 +634,7 @@ def plot_runs(results: Sequence[Result], path: str) -> str:
   right = (
     "eval/mlm_accuracy" if any(_series(r.records, "eval/mlm_accuracy") for r in results) else "eval/loss"
   )
-  fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+  fig, axes = plt.subplots(1, 3, figsize=(17, 4.5))
   for result in results:
     for ax, key, marker in ((axes[0], "train/loss", None), (axes[1], right, "o")):
       points = _series(result.records, key)
@@ -764,19 +764,24 @@ def write_scaling(records: Sequence[dict], out: str, source: str = "") -> tuple[
     + "\n![scaling](scaling.png)\n",
   )
   plt = _pyplot()
-  fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+  fig, axes = plt.subplots(1, 3, figsize=(17, 4.5))
   for attention in attentions:
     ok = sorted(
       (r for r in records if r["attention"] == attention and r["status"] == "ok"), key=lambda r: r["seq_len"]
     )
     if ok:
       axes[0].plot([r["seq_len"] for r in ok], [r["ms"] for r in ok], marker="o", label=attention)
+      # Throughput per sequence position: tokens through the layer per second (batch 1).
+      axes[2].plot(
+        [r["seq_len"] for r in ok], [r["seq_len"] * 1e3 / r["ms"] for r in ok], marker="o", label=attention
+      )
     mem = [r for r in ok if r["peak_bytes"] is not None]
     if mem:
       axes[1].plot(
         [r["seq_len"] for r in mem], [r["peak_bytes"] / 2**20 for r in mem], marker="o", label=attention
       )
-  for ax, title, unit in zip(axes, ("time per layer", "peak memory"), ("ms", "MiB")):
+  titles = ("time per layer", "peak memory", "throughput per layer")
+  for ax, title, unit in zip(axes, titles, ("ms", "MiB", "tokens/s")):
     ax.set_title(title)
     ax.set_xlabel("sequence length")
     ax.set_ylabel(unit)

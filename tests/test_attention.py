@@ -386,3 +386,18 @@ def test_relative_positions_run_beyond_the_position_table():
     40,
     32,
   )
+
+
+def test_grouped_key_value_heads_stay_whole_under_tensor_parallelism():
+  from bert_jax import sharding
+
+  shapes = jax.eval_shape(
+    BertModel(TINY.replace(num_kv_heads=1)).init, jax.random.key(0), jnp.ones((1, 8), jnp.int32)
+  )
+  specs = nn.get_partition_spec(shapes)["params"]["encoder"]["layer_0"]["attention"]
+  P = jax.sharding.PartitionSpec
+  assert specs["query"]["kernel"] == P("embed", "heads", "kv")
+  assert specs["key"]["kernel"] == specs["value"]["kernel"] == P("embed", "kv_heads", "kv")
+  rules = sharding.rules_for("tp")
+  assert nn.logical_to_mesh_axes(("embed", "heads", "kv"), rules) == P(None, "tensor", None)
+  assert nn.logical_to_mesh_axes(("embed", "kv_heads", "kv"), rules) == P(None, None, None)

@@ -1,6 +1,6 @@
 """Time and peak memory of one encoder layer against sequence length, per attention variant and kernel.
 
-    python experiments/attention_study/scaling.py --out OUT/scaling.json [--lengths 128,256,...,8192]
+    python experiments/attention_study/scaling.py --out DIR [--lengths 128,256,...,8192]
         [--mode forward|train] [--repeats 5]
 
 One bert_jax EncoderBlock (hidden 256, 4 heads of 64, MLP 1024, float32, batch 1) per variant. Time is the
@@ -10,9 +10,10 @@ noisy machine slows all of them alike. Peak memory is XLA's own accounting of th
 depend on the allocator or on other processes. `train` times the forward and backward pass (gradients of
 the sum of outputs with respect to the layer's parameters and input).
 
-Writes a JSON list of {"attention", "seq_len", "ms", "peak_bytes", "status", "mode"} records, the format
-`python -m bert_jax.sweeps report --scaling` plots. A variant whose compiled call would need more memory
-than `--max-gib` is recorded as skipped instead of run.
+Writes DIR/scaling.json, a list of {"attention", "seq_len", "ms", "peak_bytes", "status", "mode"} records (the
+format `python -m bert_jax.sweeps report --scaling` reads), DIR/scaling.meta.json (command, machine, date,
+layer), and from them DIR/scaling.md (the table) and DIR/scaling.png (log-log time and memory against
+length). A variant whose compiled call would need more memory than `--max-gib` is recorded as skipped.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
 
-from bert_jax import files  # noqa: E402
+from bert_jax import files, sweeps  # noqa: E402
 from bert_jax.models import BertConfig, attention  # noqa: E402
 from bert_jax.models.layers import EncoderBlock  # noqa: E402
 
@@ -116,7 +117,7 @@ def measure(lengths, names, mode, repeats, max_bytes):
 
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--out", required=True, help="JSON file to write")
+  parser.add_argument("--out", required=True, help="folder for scaling.json, .meta.json, .md and .png")
   parser.add_argument("--lengths", default="128,256,512,1024,2048,4096,8192")
   parser.add_argument(
     "--variants", default=",".join(VARIANTS), help=f"comma-separated, from {list(VARIANTS)}"
@@ -136,7 +137,7 @@ def main(argv=None):
   except ValueError:
     parser.error(f"--lengths={args.lengths!r}: expected comma-separated integers")
   records = measure(lengths, names, args.mode, args.repeats, args.max_gib * 2**30)
-  files.write_json(args.out, records)
+  files.write_json(os.path.join(args.out, "scaling.json"), records)
   meta = dict(
     command=" ".join(["python", "experiments/attention_study/scaling.py"] + (argv or sys.argv[1:])),
     machine=f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {jax.default_backend()}",
@@ -145,8 +146,11 @@ def main(argv=None):
     layer=dict(hidden=LAYER.hidden_size, heads=LAYER.num_heads, mlp=LAYER.mlp_dim, batch=1, dtype="float32"),
     variants={n: VARIANTS[n] for n in names},
   )
-  files.write_json(os.path.splitext(args.out)[0] + ".meta.json", meta)
-  print(f"wrote {args.out}")
+  files.write_json(os.path.join(args.out, "scaling.meta.json"), meta)
+  sweeps.write_scaling(
+    records, args.out, source=f"{meta['command']} ({meta['machine']}, {meta['date']}, {args.mode})"
+  )
+  print(f"wrote {args.out}/scaling.json, scaling.md, scaling.png")
 
 
 if __name__ == "__main__":

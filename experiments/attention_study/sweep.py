@@ -23,13 +23,13 @@ COMMON = {
   "data.validation": 0.03,
   "data.masking.max_predictions": 20,
   "batch_size": 32,
-  "total_steps": 600,
+  "total_steps": 300,
   "optimizer.learning_rate": 1e-3,
-  "optimizer.warmup_steps": 60,
-  "log_every": 25,
-  "eval_every": 150,
+  "optimizer.warmup_steps": 30,
+  "log_every": 20,
+  "eval_every": 100,
   "eval_batches": 20,
-  "checkpoint_every": 300,
+  "checkpoint_every": 100,
 }
 
 _WINDOW = {"model.attention_window": 16}

@@ -19,7 +19,6 @@ length). A variant whose compiled call would need more memory than `--max-gib` i
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys

@@ -1,7 +1,8 @@
 """The attention ablation study: one small BERT pretrained with MLM on the bundled Moby-Dick text, once per
 variant, everything else equal (data, order, steps, learning rate, seed).
 
-    python -m bert_jax.sweeps run experiments/attention_study/sweep.py --root OUT -- --config.data.data_dir=OUT/data
+    python -m bert_jax.sweeps run experiments/attention_study/sweep.py --root OUT -- \
+        --config.data.vocab=OUT/vocab --config.data.data_dir=OUT/data
     python -m bert_jax.sweeps report experiments/attention_study/sweep.py --root OUT
 
 (`bash experiments/attention_study/run.sh OUT` does both and the scaling benchmark.) The model is 4 layers,

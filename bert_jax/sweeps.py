@@ -634,7 +634,7 @@ def plot_runs(results: Sequence[Result], path: str) -> str:
   right = (
     "eval/mlm_accuracy" if any(_series(r.records, "eval/mlm_accuracy") for r in results) else "eval/loss"
   )
-  fig, axes = plt.subplots(1, 3, figsize=(17, 4.5))
+  fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
   for result in results:
     for ax, key, marker in ((axes[0], "train/loss", None), (axes[1], right, "o")):
       points = _series(result.records, key)

@@ -12,7 +12,6 @@ Run by bench.py: `python peer_bert_jax.py bert_jax`; requests on stdin (see work
 
 from __future__ import annotations
 
-import gc
 import os
 import sys
 
@@ -33,7 +32,6 @@ from bert_jax import objectives, optim, sharding, train_state  # noqa: E402
 from bert_jax.models import BertConfig, BertForPreTraining, BertModel  # noqa: E402
 from configs import common  # noqa: E402
 
-CASES: dict[str, dict] = {}
 MATMULS: dict[tuple, tuple] = {}
 
 
@@ -58,7 +56,7 @@ def setup_forward(case, inputs):
   def step():
     jax_common.block(compiled(params, ids, mask, types))
 
-  return step, info
+  return step, info, None
 
 
 def setup_train(case, inputs):
@@ -101,30 +99,8 @@ def setup_train(case, inputs):
   return step, info, holder
 
 
-def setup(request):
-  case = request["case"]
-  rss_before = worker_io.max_rss_bytes()
-  inputs = worker_io.make_inputs(case)
-  holder = None
-  if case["mode"] == "forward":
-    step, info = setup_forward(case, inputs)
-  else:
-    step, info, holder = setup_train(case, inputs)
-  info.update(worker_io.first_call(step, case["warmup"], rss_before))
-  if holder is not None:
-    info["loss_after_warmup"] = float(holder["loss"])
-  CASES[case["id"]] = {"step": step}
-  return info
-
-
-def run(request):
-  return {"times": worker_io.time_iterations(CASES[request["case"]]["step"], request["iters"])}
-
-
-def release(request):
-  CASES.pop(request["case"], None)
-  gc.collect()
-  return {}
+def build(case, inputs):
+  return (setup_forward if case["mode"] == "forward" else setup_train)(case, inputs)
 
 
 def ceiling(request):
@@ -159,6 +135,6 @@ if __name__ == "__main__":
   worker_io.serve(
     CHANNEL,
     sys.argv[1] if len(sys.argv) > 1 else "bert_jax",
-    {"setup": setup, "run": run, "release": release, "ceiling": ceiling},
+    {**worker_io.Cases(build).handlers(), "ceiling": ceiling},
     versions,
   )

@@ -10,7 +10,6 @@ Run by bench.py: `.venv-peers/bin/python peer_hf_flax.py hf_flax`; requests on s
 
 from __future__ import annotations
 
-import gc
 import sys
 
 import worker_io
@@ -24,8 +23,6 @@ import transformers  # noqa: E402
 from transformers import FlaxBertForMaskedLM, FlaxBertModel  # noqa: E402
 
 import jax_common  # noqa: E402
-
-CASES: dict[str, dict] = {}
 
 
 def hf_config(case) -> transformers.BertConfig:
@@ -63,7 +60,7 @@ def setup_forward(case, inputs):
   def step():
     jax_common.block(compiled(params, ids, mask, types))
 
-  return step, info
+  return step, info, None
 
 
 def setup_train(case, inputs):
@@ -112,30 +109,8 @@ def setup_train(case, inputs):
   return step, info, holder
 
 
-def setup(request):
-  case = request["case"]
-  rss_before = worker_io.max_rss_bytes()
-  inputs = worker_io.make_inputs(case)
-  holder = None
-  if case["mode"] == "forward":
-    step, info = setup_forward(case, inputs)
-  else:
-    step, info, holder = setup_train(case, inputs)
-  info.update(worker_io.first_call(step, case["warmup"], rss_before))
-  if holder is not None:
-    info["loss_after_warmup"] = float(holder["loss"])
-  CASES[case["id"]] = {"step": step}
-  return info
-
-
-def run(request):
-  return {"times": worker_io.time_iterations(CASES[request["case"]]["step"], request["iters"])}
-
-
-def release(request):
-  CASES.pop(request["case"], None)
-  gc.collect()
-  return {}
+def build(case, inputs):
+  return (setup_forward if case["mode"] == "forward" else setup_train)(case, inputs)
 
 
 def versions():
@@ -148,6 +123,6 @@ if __name__ == "__main__":
   worker_io.serve(
     CHANNEL,
     sys.argv[1] if len(sys.argv) > 1 else "hf_flax",
-    {"setup": setup, "run": run, "release": release},
+    worker_io.Cases(build).handlers(),
     versions,
   )

@@ -11,7 +11,6 @@ Run by bench.py: `python peer_torch.py torch_eager|torch_compile`; requests on s
 
 from __future__ import annotations
 
-import gc
 import sys
 
 import worker_io
@@ -31,7 +30,6 @@ if COMPILE:
   torch._dynamo.config.cache_size_limit = 256
   if hasattr(torch._dynamo.config, "recompile_limit"):
     torch._dynamo.config.recompile_limit = 256
-CASES: dict[str, dict] = {}
 
 
 def hf_config(case) -> transformers.BertConfig:
@@ -89,34 +87,24 @@ def setup_train(case, inputs):
   return step, {"attention": model.config._attn_implementation, "optimizer": "AdamW(fused)"}, holder
 
 
+def build(case, inputs):
+  torch.manual_seed(case["seed"])
+  return (setup_forward if case["mode"] == "forward" else setup_train)(case, inputs)
+
+
+def release_compiled():
+  if COMPILE:
+    torch._dynamo.reset()
+
+
+CASES = worker_io.Cases(build, release_compiled)
+
+
 def setup(request):
   case = request["case"]
   if case["dtype"] != "float32":
     return {"skipped": f"{PEER} runs float32 only (asked {case['dtype']})"}
-  rss_before = worker_io.max_rss_bytes()
-  inputs = worker_io.make_inputs(case)
-  torch.manual_seed(case["seed"])
-  if case["mode"] == "forward":
-    step, info, holder = setup_forward(case, inputs)
-  else:
-    step, info, holder = setup_train(case, inputs)
-  info.update(worker_io.first_call(step, case["warmup"], rss_before))
-  if holder is not None:
-    info["loss_after_warmup"] = float(holder["loss"])
-  CASES[case["id"]] = {"step": step}
-  return info
-
-
-def run(request):
-  return {"times": worker_io.time_iterations(CASES[request["case"]]["step"], request["iters"])}
-
-
-def release(request):
-  CASES.pop(request["case"], None)
-  gc.collect()
-  if COMPILE:
-    torch._dynamo.reset()
-  return {}
+  return CASES.setup(request)
 
 
 def versions():
@@ -133,4 +121,4 @@ def versions():
 
 
 if __name__ == "__main__":
-  worker_io.serve(CHANNEL, PEER, {"setup": setup, "run": run, "release": release}, versions)
+  worker_io.serve(CHANNEL, PEER, {**CASES.handlers(), "setup": setup}, versions)

@@ -72,6 +72,44 @@ def serve(
       )
 
 
+class Cases:
+  """The cases a worker has built, and the setup / run / release requests every worker answers alike.
+
+  `build(case, inputs)` returns (step, info, holder): `step()` runs one iteration to completion, `info` is
+  reported at setup, `holder["loss"]` (train cases; holder None otherwise) is read after the warm-up.
+  `on_release()` frees what the peer caches beyond the case itself (e.g. torch.compile's graphs)."""
+
+  def __init__(self, build: Callable[[dict, dict], tuple], on_release: Callable[[], None] | None = None):
+    self.build = build
+    self.on_release = on_release
+    self.steps: dict[str, Callable[[], Any]] = {}
+
+  def setup(self, request: dict) -> dict:
+    case = request["case"]
+    rss_before = max_rss_bytes()
+    step, info, holder = self.build(case, make_inputs(case))
+    info.update(first_call(step, case["warmup"], rss_before))
+    if holder is not None:
+      info["loss_after_warmup"] = float(holder["loss"])
+    self.steps[case["id"]] = step
+    return info
+
+  def run(self, request: dict) -> dict:
+    return {"times": time_iterations(self.steps[request["case"]], request["iters"])}
+
+  def release(self, request: dict) -> dict:
+    import gc
+
+    self.steps.pop(request["case"], None)
+    gc.collect()
+    if self.on_release is not None:
+      self.on_release()
+    return {}
+
+  def handlers(self) -> dict[str, Callable[[dict], dict]]:
+    return {"setup": self.setup, "run": self.run, "release": self.release}
+
+
 def time_iterations(step: Callable[[], Any], iters: int) -> list[float]:
   """Seconds of each of `iters` calls; `step` returns only once its work is complete."""
   times = []

@@ -39,7 +39,7 @@ from bert_jax import (
   summaries,
   train_state,
 )
-from bert_jax.data import finetune_data, squad, tasks
+from bert_jax.data import finetune_data, packing, squad, tasks
 from bert_jax.models import BertConfig, task_model
 from bert_jax.run_control import (
   Preemption,
@@ -124,6 +124,33 @@ def _pad_rows(arrays: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]
 OUTPUT_KEYS = {"span": ("start_logits", "end_logits")}
 
 
+# --- packing ---------------------------------------------------------------------------------
+
+PACKABLE = ("classification", "regression", "tagging")
+
+
+def check_packing(config, kind: str) -> None:
+  if not config.data.packing:
+    return
+  if kind not in PACKABLE:
+    raise ValueError(f"config.data.packing=True works for {list(PACKABLE)} tasks, not kind={kind!r}")
+  if config.optimizer.accumulation_steps != 1:
+    raise ValueError(
+      "config.data.packing=True with optimizer.accumulation_steps="
+      f"{config.optimizer.accumulation_steps}: packed batches are not split into microbatches; use one"
+    )
+
+
+def pack_rows(features: dict[str, np.ndarray], kind: str, per_row: int, rows_multiple: int = 1):
+  """The packed form of these examples (data/packing.py). Tagging keeps its per-token labels and needs
+  no per-example slots; classification and regression read one pooled vector per example."""
+  packed = packing.pack(features, per_row, rows_multiple)
+  if kind == "tagging":
+    for key in packing.EXAMPLE_KEYS_MADE:
+      packed.batch.pop(key)
+  return packed
+
+
 def make_predict_step(model, kind: str, mesh, rules, param_shardings):
   keys = OUTPUT_KEYS.get(kind, ("logits",))
 
@@ -145,9 +172,22 @@ def make_predict_step(model, kind: str, mesh, rules, param_shardings):
   )
 
 
-def predict_outputs(predict_step, params, features: dict[str, np.ndarray], batch_size: int, mesh):
-  """The model's outputs for every row of `features`, in order, as numpy arrays."""
+def predict_outputs(
+  predict_step, params, features: dict[str, np.ndarray], batch_size: int, mesh, packed_kind: str = ""
+):
+  """The model's outputs for every row of `features`, in order, as numpy arrays. With `packed_kind`
+  (the task kind), the examples are packed into rows first and the outputs read back per example."""
   inputs = {k: v for k, v in features.items() if k in train_state.MODEL_INPUTS}
+  if packed_kind:
+    length = inputs["input_ids"].shape[1]
+    per_row = packing.per_row_limit(inputs["attention_mask"].sum(1), length)
+    packed = pack_rows(inputs, packed_kind, per_row)
+    inputs = {k: v for k, v in packed.batch.items() if k != "valid"}
+    outputs = predict_outputs(predict_step, params, inputs, batch_size, mesh)
+    if packed_kind == "tagging":
+      return {k: packing.unpack_tokens(packed, v, length) for k, v in outputs.items()}
+    return {k: packing.unpack_examples(packed, v) for k, v in outputs.items()}
+  inputs.update({k: v for k, v in features.items() if k in train_state.OPTIONAL_MODEL_INPUTS})
   n = len(inputs["input_ids"])
   rows = sharding.process_rows(mesh, batch_size)
   chunks: dict[str, list] = {}
@@ -207,7 +247,14 @@ def evaluate_all(config, data, predict_step, params, mesh) -> dict[str, float]:
   """Metrics of every evaluation set: the first as eval/<metric>, others as eval/<set>/<metric>."""
   results = {}
   for i, eval_set in enumerate(data.evals):
-    outputs = predict_outputs(predict_step, params, eval_set.features, config.eval_batch_size, mesh)
+    outputs = predict_outputs(
+      predict_step,
+      params,
+      eval_set.features,
+      config.eval_batch_size,
+      mesh,
+      packed_kind=data.kind if config.data.packing else "",
+    )
     for k, v in score(config, data, eval_set, outputs).items():
       results[k if i == 0 else f"{eval_set.name}/{k}"] = v
   return results
@@ -298,6 +345,7 @@ def run_one(config, workdir: str, learning_rate: float, seed: int, shared: Share
   accumulation = config.optimizer.accumulation_steps
   sharding.check_batch(config.batch_size, mesh, accumulation_steps=accumulation)
   sharding.check_batch(config.eval_batch_size, mesh)
+  check_packing(config, data.kind)
   steps_per_epoch = data.num_train // config.batch_size
   if not steps_per_epoch:
     raise ValueError(
@@ -341,6 +389,10 @@ def run_one(config, workdir: str, learning_rate: float, seed: int, shared: Share
   )
   predict_step = make_predict_step(model, data.kind, mesh, rules, shardings.params)
   rows = sharding.process_rows(mesh, config.batch_size)
+  if config.data.packing:
+    length = data.train["input_ids"].shape[1]
+    # Fixed for the run (one shape per row count): as many examples as the shortest allows, at most a batch.
+    per_row = min(config.batch_size, packing.per_row_limit(data.train["attention_mask"].sum(1), length))
   best_host = None  # (step, params on the host) of the best evaluation seen by this process
   train_seconds, real_tokens, step = 0.0, 0, start_step
   last_eval: dict[str, float] = {}
@@ -355,8 +407,12 @@ def run_one(config, workdir: str, learning_rate: float, seed: int, shared: Share
       batch_rows = order[index * config.batch_size : (index + 1) * config.batch_size]
       batch = _take(data.train, batch_rows)
       tokens = int(batch["attention_mask"].sum())
+      step_rows = rows
+      if config.data.packing:
+        batch = pack_rows(batch, data.kind, per_row, sharding.data_parallel_size(mesh)).batch
+        step_rows = sharding.process_rows(mesh, len(batch["input_ids"]))
       state, step_metrics = train_step(
-        state, sharding.global_batch({k: v[rows] for k, v in batch.items()}, mesh)
+        state, sharding.global_batch({k: v[step_rows] for k, v in batch.items()}, mesh)
       )
       step += 1
       window_steps += 1

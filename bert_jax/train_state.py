@@ -21,7 +21,8 @@ from bert_jax import sharding as sharding_lib
 
 # The model inputs a train step reads; anything else in the batch goes to the objective only.
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-OPTIONAL_MODEL_INPUTS = ("position_ids", "segment_ids", "masked_positions")  # packing; BERT's MLM gather
+# packing; BERT's MLM gather; the [CLS] of each packed fine-tuning example
+OPTIONAL_MODEL_INPUTS = ("position_ids", "segment_ids", "masked_positions", "cls_positions")
 
 
 def model_kwargs(batch) -> dict:

@@ -302,3 +302,29 @@ def test_tags_seen_only_in_evaluation_join_the_tag_set(tiny_setup, tmp_path):
   data = finetune_data.load_task_data(config, Tokenizer.from_pretrained(tiny_setup[0]))
   assert data.labels == ["O", "B-PER", "I-PER"]
   assert data.report["tags seen only in evaluation data (never trained)"] == 1
+
+
+@pytest.mark.parametrize("kind", ["classification", "tagging"])
+def test_packed_finetuning_trains_and_scores_like_unpacked(tiny_setup, tmp_path, kind):
+  """data.packing=True: the same examples per step, each attending only to itself, so without dropout
+  the run logs the same losses and evaluation scores as the padded run (to float rounding)."""
+  changes = {"model.dropout_rate": 0.0, "model.attention_dropout_rate": 0.0, "epochs": 1, "log_every": 1}
+  if kind == "tagging":
+    path, extra = _kind_data(str(tmp_path), kind, np.random.default_rng(0))
+    changes.update({"data.train": path, "data.validation": path, "data.max_seq_length": 24, **extra})
+  results = {}
+  for packed in (False, True):
+    config = _config(*tiny_setup, **changes, **{"data.packing": packed})
+    if kind == "tagging":
+      config.unlock()
+      config.kind, config.metric = "tagging", "entity_f1"
+      config.lock()
+    workdir = tmp_path / f"packed_{packed}"
+    result = finetune.finetune_and_evaluate(config, str(workdir))
+    rows = summaries.read_metrics(str(workdir / "metrics.jsonl"))
+    results[packed] = (result, [r["train/loss"] for r in rows if "train/loss" in r])
+  (plain, plain_losses), (packed, packed_losses) = results[False], results[True]
+  assert len(plain_losses) >= 2
+  np.testing.assert_allclose(packed_losses, plain_losses, rtol=1e-4)
+  for key, value in plain["final"].items():
+    assert packed["final"][key] == pytest.approx(value, abs=1e-6), key

@@ -93,6 +93,27 @@ def pool(config: BertConfig, hidden: Array, attention_mask: Array, pooler: nn.Mo
   return jnp.max(jnp.where(keep, hidden, jnp.finfo(hidden.dtype).min), axis=1)
 
 
+def gather_positions(hidden: Array, positions: Array) -> Array:
+  """(B, L, H), (B, P) -> (B, P, H): the hidden states at P positions of each row (BERT's MLM logits at
+  the masked positions; the [CLS] of each packed example)."""
+  return jnp.take_along_axis(hidden, positions[..., None].astype(jnp.int32), axis=1)
+
+
+def pool_packed(
+  config: BertConfig, hidden: Array, attention_mask: Array, segment_ids: Array, cls_positions: Array, pooler
+) -> Array:
+  """(B, P, H): `pool` for each of the P examples packed in a row (segment ids 1..P; data/packing.py)."""
+  if config.pooling == "cls":
+    return jnp.tanh(pooler(gather_positions(hidden, cls_positions)))
+  slots = jnp.arange(1, cls_positions.shape[1] + 1)
+  keep = (segment_ids[:, None, :] == slots[None, :, None]) & attention_mask.astype(bool)[:, None, :]
+  if config.pooling == "mean":
+    total = jnp.einsum("bpl,blh->bph", keep.astype(jnp.float32), hidden.astype(jnp.float32))
+    count = jnp.maximum(jnp.sum(keep, axis=-1, keepdims=True), 1).astype(jnp.float32)
+    return (total / count).astype(hidden.dtype)
+  return jnp.max(jnp.where(keep[..., None], hidden[:, None], jnp.finfo(hidden.dtype).min), axis=2)
+
+
 class BertModel(nn.Module):
   """Returns {"last_hidden_state": (B, L, H), "pooler_output": (B, H)}. With `with_pooler=False`
   (token tagging and span QA, as in HuggingFace's heads) there is no pooler and no pooler_output."""
@@ -117,10 +138,13 @@ class BertModel(nn.Module):
     position_ids: Array | None = None,
     *,
     segment_ids: Array | None = None,
+    cls_positions: Array | None = None,
     deterministic: bool = True,
   ) -> dict[str, Array]:
     """segment_ids (B, L), for packed sequences: tokens attend only within their own segment (one
-    packed document each; 0 = padding); pass position_ids restarting per segment with them."""
+    packed document each; 0 = padding); pass position_ids restarting per segment with them.
+    cls_positions (B, P), with packed fine-tuning examples: pooler_output is then (B, P, H), one pooled
+    vector per example (segments 1..P)."""
     hidden = self.encode(
       input_ids,
       attention_mask,
@@ -133,10 +157,13 @@ class BertModel(nn.Module):
       return {"last_hidden_state": hidden}
     if attention_mask is None:
       attention_mask = jnp.ones_like(input_ids)
-    return {
-      "last_hidden_state": hidden,
-      "pooler_output": pool(self.config, hidden, attention_mask, self.pooler),
-    }
+    if cls_positions is None:
+      pooled = pool(self.config, hidden, attention_mask, self.pooler)
+    elif segment_ids is None:
+      raise ValueError("cls_positions (packed examples) needs the segment_ids of the packing")
+    else:
+      pooled = pool_packed(self.config, hidden, attention_mask, segment_ids, cls_positions, self.pooler)
+    return {"last_hidden_state": hidden, "pooler_output": pooled}
 
   def encode(
     self,

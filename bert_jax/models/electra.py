@@ -28,9 +28,9 @@ import jax
 import jax.numpy as jnp
 
 from bert_jax.models import attention as attention_lib
-from bert_jax.models.bert import BertEncoder, BertModel
+from bert_jax.models.bert import BertEncoder, BertModel, gather_positions
 from bert_jax.models.config import BertConfig
-from bert_jax.models.heads import MlmHead, gather_positions
+from bert_jax.models.heads import MlmHead
 from bert_jax.models.layers import activation, constrain, dense
 
 Array = jax.Array

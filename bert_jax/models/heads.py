@@ -6,7 +6,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from bert_jax.models.bert import BertModel
+from bert_jax.models.bert import BertModel, gather_positions
 from bert_jax.models.config import BertConfig
 from bert_jax.models.layers import activation, constrain, dense, layer_norm, zeros_init
 
@@ -38,11 +38,6 @@ class NspHead(nn.Module):
   @nn.compact
   def __call__(self, pooled: Array) -> Array:
     return dense(self.config, 2, ("embed",), (None,), name="classifier")(pooled)
-
-
-def gather_positions(hidden: Array, positions: Array) -> Array:
-  """(B, L, H), (B, P) -> (B, P, H): BERT computes MLM logits only at the masked positions."""
-  return jnp.take_along_axis(hidden, positions[..., None].astype(jnp.int32), axis=1)
 
 
 class BertForPreTraining(nn.Module):
@@ -109,8 +104,11 @@ class BertForSequenceClassification(nn.Module):
     position_ids=None,
     *,
     segment_ids=None,
+    cls_positions=None,
     deterministic=True,
   ) -> dict[str, Array]:
+    """With packed rows (data/packing.py: segment_ids, position_ids and cls_positions (B, P)), logits
+    are (B, P, num_labels): one per packed example."""
     c = self.config
     out = BertModel(c, name="bert")(
       input_ids,
@@ -118,6 +116,7 @@ class BertForSequenceClassification(nn.Module):
       token_type_ids,
       position_ids,
       segment_ids=segment_ids,
+      cls_positions=cls_positions,
       deterministic=deterministic,
     )
     pooled = nn.Dropout(c.dropout_rate)(out["pooler_output"], deterministic=deterministic)

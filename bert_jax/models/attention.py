@@ -188,20 +188,39 @@ def xla_attention(
   deterministic=True,
   block_size=256,
 ):
-  """The reference: softmax(Q Kᵀ / sqrt(d) + bias + mask) V over all positions at once."""
+  """The reference: softmax(Q Kᵀ / sqrt(d) + bias + mask) V over all positions at once.
+
+  Two measured layout choices (experiments/benchmarks, BENCHMARKS.md): multi-head attention keeps the
+  plain (batch, heads, q, k) layout (grouped heads need the (kv heads, group) split), and the softmax
+  is normalised after the product with V — exp(s - max) V / sum exp(s - max), the same value — so XLA
+  divides the (q, d) context instead of the (q, k) probabilities and does not fuse the division into
+  the matmul (which made head_dim 32 models 20% slower)."""
   batch, length, kv_heads, group, depth = _grouped(query, key)
-  q = (query / jnp.sqrt(depth).astype(query.dtype)).reshape(batch, length, kv_heads, group, depth)
+  q = query / jnp.sqrt(depth).astype(query.dtype)
+  index = jnp.arange(length)
+  mask = visible(tokens.valid, tokens.segments, tokens.segments, index, index, window)
+  if group == 1:
+    scores_spec, context_spec, shape = "bqhd,bkhd->bhqk", "bhqk,bkhd->bqhd", (kv_heads, length, length)
+    mask = mask[:, None]
+  else:
+    q = q.reshape(batch, length, kv_heads, group, depth)
+    scores_spec, context_spec = "bqkgd,bskd->bkgqs", "bkgqs,bskd->bqkgd"
+    shape = (kv_heads, group, length, length)
+    mask = mask[:, None, None]
   # Softmax in float32 whatever the compute dtype: bf16 logits lose the small differences
   # between scores that decide the attention pattern.
-  scores = jnp.einsum("bqkgd,bskd->bkgqs", q, key).astype(jnp.float32)
-  index = jnp.arange(length)
+  scores = jnp.einsum(scores_spec, q, key).astype(jnp.float32)
   if bias is not None:
-    scores = scores + bias(index, index).reshape(kv_heads, group, length, length)
-  mask = visible(tokens.valid, tokens.segments, tokens.segments, index, index, window)
-  scores = jnp.where(mask[:, None, None], scores, jnp.finfo(jnp.float32).min)
-  probs = _dropout(jax.nn.softmax(scores, axis=-1), dropout_rate, dropout_rng, deterministic)
-  context = jnp.einsum("bkgqs,bskd->bqkgd", probs.astype(value.dtype), value)
-  return context.reshape(query.shape)
+    scores = scores + bias(index, index).reshape(shape)
+  scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
+  # A query with no visible key (padding of a packed row) sees all-equal scores: uniform, as softmax.
+  weights = jnp.exp(scores - jax.lax.stop_gradient(scores.max(axis=-1, keepdims=True)))
+  total = weights.sum(axis=-1)
+  weights = _dropout(weights, dropout_rate, dropout_rng, deterministic)
+  context = jnp.einsum(context_spec, weights.astype(value.dtype), value)
+  # total: (b, h, q) or (b, k, g, q) -> the context's (b, q, h) or (b, q, k, g)
+  total = jnp.moveaxis(total, -1, 1)[..., None]
+  return (context.astype(jnp.float32) / total).astype(context.dtype).reshape(query.shape)
 
 
 @register_kernel("chunked")

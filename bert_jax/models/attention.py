@@ -36,6 +36,8 @@ from typing import Callable, NamedTuple, Protocol
 import jax
 import jax.numpy as jnp
 
+from bert_jax.models import dropout as dropout_lib
+
 Array = jax.Array
 BiasFn = Callable[[Array, Array], Array]
 
@@ -165,10 +167,7 @@ def _grouped(query: Array, key: Array) -> tuple[int, int, int, int, int]:
 
 
 def _dropout(probs, rate, rng, deterministic):
-  if deterministic or rate == 0.0:
-    return probs
-  keep = jax.random.bernoulli(rng, 1.0 - rate, probs.shape)
-  return jnp.where(keep, probs / (1.0 - rate), 0.0)
+  return dropout_lib.dropout(probs, rate, rng, deterministic)
 
 
 # --- kernels -------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 
 from bert_jax.models.bert import BertModel, gather_positions
 from bert_jax.models.config import BertConfig
+from bert_jax.models.dropout import Dropout
 from bert_jax.models.layers import activation, constrain, dense, layer_norm, zeros_init
 
 Array = jax.Array
@@ -119,7 +120,7 @@ class BertForSequenceClassification(nn.Module):
       cls_positions=cls_positions,
       deterministic=deterministic,
     )
-    pooled = nn.Dropout(c.dropout_rate)(out["pooler_output"], deterministic=deterministic)
+    pooled = Dropout(c.dropout_rate)(out["pooler_output"], deterministic=deterministic)
     out["logits"] = dense(c, self.num_labels, ("embed",), (None,), name="classifier")(pooled)
     return out
 
@@ -150,7 +151,7 @@ class BertForTokenClassification(nn.Module):
       segment_ids=segment_ids,
       deterministic=deterministic,
     )
-    hidden = nn.Dropout(c.dropout_rate)(out["last_hidden_state"], deterministic=deterministic)
+    hidden = Dropout(c.dropout_rate)(out["last_hidden_state"], deterministic=deterministic)
     logits = dense(c, self.num_labels, ("embed",), (None,), name="classifier")(hidden)
     out["logits"] = constrain(logits, ("batch", "length", None))
     return out
@@ -223,7 +224,7 @@ class BertForMultipleChoice(nn.Module):
       segment_ids=flat(segment_ids),
       deterministic=deterministic,
     )
-    pooled = nn.Dropout(c.dropout_rate)(out["pooler_output"], deterministic=deterministic)
+    pooled = Dropout(c.dropout_rate)(out["pooler_output"], deterministic=deterministic)
     scores = dense(c, 1, ("embed",), (None,), name="classifier")(pooled)
     out["logits"] = scores.reshape(batch, choices)
     return out

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 from bert_jax.models import attention as attention_lib
 from bert_jax.models import positions as positions_lib
 from bert_jax.models.config import BertConfig
+from bert_jax.models.dropout import Dropout
 
 Array = jax.Array
 
@@ -114,7 +115,7 @@ class Embeddings(nn.Module):
       num_embeddings=c.type_vocab_size, embedding_init=kernel_init(c, (None, "embed"))
     )
     self.layer_norm = layer_norm(c)
-    self.dropout = nn.Dropout(c.dropout_rate)
+    self.dropout = Dropout(c.dropout_rate)
 
   def __call__(
     self, input_ids: Array, token_type_ids: Array, position_ids: Array, deterministic: bool = True
@@ -223,7 +224,7 @@ class EncoderBlock(nn.Module):
     deterministic: bool = True,
   ) -> Array:
     c = self.config
-    drop = nn.Dropout(c.dropout_rate)
+    drop = Dropout(c.dropout_rate)
     attention = SelfAttention(c, self.layer, name="attention")
     mlp = Mlp(c, name="mlp")
     attention_norm, mlp_norm = layer_norm(c, "attention_norm"), layer_norm(c, "mlp_norm")

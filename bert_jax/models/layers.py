@@ -8,6 +8,7 @@ same names so XLA keeps the intended layout. Outside a mesh both are no-ops.
 from __future__ import annotations
 
 import functools
+import math
 
 import flax.linen as nn
 import jax
@@ -83,10 +84,12 @@ class Dense(nn.Module):
     )
     bias = self.param("bias", zeros_init(self.out_axes), self.features, param_dtype)
     x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=dtype)
-    y = jax.lax.dot_general(
-      x, kernel, (((tuple(range(x.ndim - n_in, x.ndim))), tuple(range(n_in))), ((), ()))
-    )
-    return y + bias
+    # One 2-D matmul, (rows, in) @ (in, out), with the kernel's dimensions merged: measured 6-9% faster
+    # training steps on CPU than a dot_general over the multi-dimensional kernel, whose gradients XLA
+    # laid out with extra copies (experiments/benchmarks/README.md). The parameter keeps its shape.
+    lead = x.shape[: x.ndim - n_in]
+    y = x.reshape(math.prod(lead), -1) @ kernel.reshape(-1, math.prod(self.features))
+    return y.reshape(lead + self.features) + bias
 
 
 def dense(config: BertConfig, features, in_axes, out_axes, name) -> Dense:

@@ -31,14 +31,15 @@ sys.path.insert(0, ROOT)  # configs/ (the model variants table)
 import cases as cases_lib  # noqa: E402
 import report  # noqa: E402
 
-PEERS = ("bert_jax", "hf_flax", "torch_eager", "torch_compile")
+PEERS = ("bert_jax", "hf_flax", "torch_eager", "torch_compile", "bert_jax_scan")
 _SCRIPTS = {
   "bert_jax": "peer_bert_jax.py",
+  "bert_jax_scan": "peer_bert_jax.py",  # the same worker, encoder layers under nn.scan (scan_layers=True)
   "hf_flax": "peer_hf_flax.py",
   "torch_eager": "peer_torch.py",
   "torch_compile": "peer_torch.py",
 }
-_JAX_PEERS = ("bert_jax", "hf_flax")
+_JAX_PEERS = ("bert_jax", "hf_flax", "bert_jax_scan")
 
 
 class WorkerError(RuntimeError):
@@ -101,7 +102,7 @@ def parse_args(argv=None):
     "or L-6_H-384_A-12[_I-1536]; e.g. base:8x128,base:2x512,minilm:32x128",
   )
   p.add_argument("--modes", default="forward,train", help="modes for items without their own (forward,train)")
-  p.add_argument("--peers", default=",".join(PEERS), help=f"comma-separated subset of {','.join(PEERS)}")
+  p.add_argument("--peers", default=",".join(PEERS[:4]), help=f"comma-separated subset of {','.join(PEERS)}")
   p.add_argument("--rounds", type=int, default=5, help="interleaved rounds (every case on every peer)")
   p.add_argument("--iters", type=int, default=3, help="timed iterations per case, peer and round")
   p.add_argument("--warmup", type=int, default=2, help="untimed calls after the first (compiling) call")
@@ -112,6 +113,12 @@ def parse_args(argv=None):
     choices=("masked", "all"),
     help="bert_jax's MLM logits: at the masked positions only (BERT's pretraining) or at every position "
     "(what the HuggingFace models compute)",
+  )
+  p.add_argument(
+    "--attention-kernel",
+    default="xla",
+    help="bert_jax's attention kernel (config.model.attention_kernel: xla, chunked, dot_product, pallas); "
+    "dot_product uses cuDNN on a GPU in bfloat16",
   )
   p.add_argument(
     "--order",
@@ -210,13 +217,14 @@ def case_request(case: cases_lib.Case, args) -> dict:
     "seed": args.seed,
     "warmup": args.warmup,
     "mlm_positions": args.mlm_positions,
+    "attention_kernel": args.attention_kernel,
   }
 
 
 class Bench:
   def __init__(self, args, cases, workers, results):
     self.args, self.cases, self.workers, self.results = args, cases, workers, results
-    self.shapes = cases_lib.ceiling_shapes(cases)
+    self.shapes = cases_lib.ceiling_shapes(cases, accelerator=args.jax_platforms != "cpu")
 
   def entry(self, case, peer) -> dict:
     return self.results["cases"][case.id]["peers"][peer]
@@ -241,7 +249,7 @@ class Bench:
         log(f"setup {case.id} on {peer}: first call {s['first_call_s']:.2f} s{compile_part}")
 
   def ceiling(self, round_index):
-    worker = self.workers.get("bert_jax")
+    worker = self.workers.get("bert_jax") or self.workers.get("bert_jax_scan")
     if worker is None or not self.args.ceiling_iters:
       return
     try:
@@ -336,6 +344,7 @@ def main(argv=None):
         "warmup": args.warmup,
         "dtype": args.dtype,
         "mlm_positions": args.mlm_positions,
+        "attention_kernel": args.attention_kernel,
         "order": args.order,
         "ceiling_iters": args.ceiling_iters,
         "seed": args.seed,

@@ -80,7 +80,7 @@ def logits_positions(peer: str, case: Case, mlm_positions: str) -> int:
   """Positions per sequence at which the peer computes vocabulary logits in the train step: bert_jax
   gathers the masked ones first (BERT's pretraining) unless told otherwise; HuggingFace's models compute
   every position."""
-  if peer == "bert_jax" and mlm_positions == "masked":
+  if peer.startswith("bert_jax") and mlm_positions == "masked":
     return num_predictions(case.length)
   return case.length
 
@@ -106,9 +106,12 @@ def model_flops(peer: str, case: Case, mlm_positions: str, vocab_size: int = VOC
   return 3.0 * (encoder_flops(case.sizes, case.batch, case.length) + head)
 
 
-def ceiling_shapes(cases: list[Case]) -> list[tuple[int, int, int]]:
-  """Square 1024 and 2048, then each case's own feed-forward matmul [B*L, H] x [H, mlp]."""
+def ceiling_shapes(cases: list[Case], accelerator: bool = False) -> list[tuple[int, int, int]]:
+  """Square 1024 and 2048 (and 4096, 8192 on an accelerator, which small shapes do not fill), then each
+  case's own feed-forward matmul [B*L, H] x [H, mlp]."""
   shapes = [(1024, 1024, 1024), (2048, 2048, 2048)]
+  if accelerator:
+    shapes += [(4096, 4096, 4096), (8192, 8192, 8192)]
   for case in cases:
     shape = (case.tokens, case.sizes["hidden_size"], case.sizes["mlp_dim"])
     if shape not in shapes:

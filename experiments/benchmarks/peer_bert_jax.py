@@ -33,6 +33,8 @@ from bert_jax.models import BertConfig, BertForPreTraining, BertModel  # noqa: E
 from configs import common  # noqa: E402
 
 MATMULS: dict[tuple, tuple] = {}
+# Peer "bert_jax_scan": the same model with its encoder layers under nn.scan (one compiled layer body).
+SCAN_LAYERS = len(sys.argv) > 1 and sys.argv[1] == "bert_jax_scan"
 
 
 def bert_config(case) -> BertConfig:
@@ -41,6 +43,8 @@ def bert_config(case) -> BertConfig:
     max_position_embeddings=case["max_positions"],
     dtype=case["dtype"],
     param_dtype="float32",
+    scan_layers=SCAN_LAYERS,
+    attention_kernel=case.get("attention_kernel", "xla"),
     **case["sizes"],
   )
 

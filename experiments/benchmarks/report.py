@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
 import cases as cases_lib  # noqa: E402
 from bert_jax import files  # noqa: E402
 
-_JAX_PEERS = ("bert_jax", "hf_flax")
+_JAX_PEERS = ("bert_jax", "hf_flax", "bert_jax_scan")
 
 
 def quantile(sorted_values: list[float], q: float) -> float:

@@ -166,10 +166,6 @@ def _grouped(query: Array, key: Array) -> tuple[int, int, int, int, int]:
   return batch, length, kv_heads, heads // kv_heads, depth
 
 
-def _dropout(probs, rate, rng, deterministic):
-  return dropout_lib.dropout(probs, rate, rng, deterministic)
-
-
 # --- kernels -------------------------------------------------------------------------------------
 
 
@@ -215,7 +211,7 @@ def xla_attention(
   # A query with no visible key (padding of a packed row) sees all-equal scores: uniform, as softmax.
   weights = jnp.exp(scores - jax.lax.stop_gradient(scores.max(axis=-1, keepdims=True)))
   total = weights.sum(axis=-1)
-  weights = _dropout(weights, dropout_rate, dropout_rng, deterministic)
+  weights = dropout_lib.dropout(weights, dropout_rate, dropout_rng, deterministic)
   context = jnp.einsum(context_spec, weights.astype(value.dtype), value)
   # total: (b, h, q) or (b, k, g, q) -> the context's (b, q, h) or (b, q, k, g)
   total = jnp.moveaxis(total, -1, 1)[..., None]
@@ -289,7 +285,7 @@ def chunked_attention(
       total = total * scale + probs.sum(-1)
       if not deterministic and dropout_rate > 0.0:
         rng = jax.random.fold_in(jax.random.fold_in(dropout_rng, i), j)
-        probs = _dropout(probs, dropout_rate, rng, False)
+        probs = dropout_lib.dropout(probs, dropout_rate, rng, False)
       update = jnp.einsum("bkgqs,bskd->bkgqd", probs.astype(value.dtype), v[:, j]).astype(jnp.float32)
       return (acc * scale[..., None] + update, new_top, total), None
 

@@ -126,7 +126,7 @@ OUTPUT_KEYS = {"span": ("start_logits", "end_logits")}
 
 # --- packing ---------------------------------------------------------------------------------
 
-PACKABLE = ("classification", "regression", "tagging")
+PACKABLE = ("classification", "regression", "tagging", "span")
 
 
 def check_packing(config, kind: str) -> None:
@@ -143,12 +143,23 @@ def check_packing(config, kind: str) -> None:
 
 def pack_rows(features: dict[str, np.ndarray], kind: str, per_row: int, rows_multiple: int = 1):
   """The packed form of these examples (data/packing.py). Tagging keeps its per-token labels and needs
-  no per-example slots; classification and regression read one pooled vector per example."""
+  no per-example slots; classification and regression read one pooled vector per example; span QA keeps
+  per-example answer positions (moved to where the example starts in its row) and `valid`."""
   packed = packing.pack(features, per_row, rows_multiple)
+  b = packed.batch
   if kind == "tagging":
     for key in packing.EXAMPLE_KEYS_MADE:
-      packed.batch.pop(key)
+      b.pop(key)
+  elif kind == "span":
+    offset = b.pop("cls_positions")
+    for key in ("start_positions", "end_positions"):
+      if key in b:
+        b[key] = ((b[key] + offset) * b["valid"]).astype(b[key].dtype)
   return packed
+
+
+# Span logits after an example's tokens (outputs read back from packed rows): never a candidate answer.
+_SPAN_FILL = float(np.finfo(np.float32).min)
 
 
 def make_predict_step(model, kind: str, mesh, rules, param_shardings):
@@ -186,6 +197,8 @@ def predict_outputs(
     outputs = predict_outputs(predict_step, params, inputs, batch_size, mesh)
     if packed_kind == "tagging":
       return {k: packing.unpack_tokens(packed, v, length) for k, v in outputs.items()}
+    if packed_kind == "span":
+      return {k: packing.unpack_tokens(packed, v, length, fill=_SPAN_FILL) for k, v in outputs.items()}
     return {k: packing.unpack_examples(packed, v) for k, v in outputs.items()}
   inputs.update({k: v for k, v in features.items() if k in train_state.OPTIONAL_MODEL_INPUTS})
   n = len(inputs["input_ids"])

@@ -230,11 +230,23 @@ def tagging(outputs, batch):
   return loss, {"loss": loss, "token_accuracy": accuracy}
 
 
+def _span_logits(logits, positions, batch):
+  """Padded rows: the logits as they are. Packed rows (data/packing.py; positions (R, P)): one copy per slot,
+  its example's tokens (segment id slot + 1) kept and every other position pushed out of the softmax."""
+  if positions.ndim == 1:
+    return logits
+  slots = jnp.arange(1, positions.shape[1] + 1, dtype=batch["segment_ids"].dtype)
+  own = batch["segment_ids"][:, None, :] == slots[None, :, None]
+  return jnp.where(own, logits[:, None, :].astype(jnp.float32), -1e9)
+
+
 @register("span", model_family="task")
 def span(outputs, batch):
-  """BERT's SQuAD loss: the mean of the start and end cross-entropies over the sequence positions."""
-  rows = _rows(batch, batch["start_positions"].shape[0])
-  start_loss, start_acc = _weighted_ce(outputs["start_logits"], batch["start_positions"], rows)
-  end_loss, end_acc = _weighted_ce(outputs["end_logits"], batch["end_positions"], rows)
+  """BERT's SQuAD loss: the mean of the start and end cross-entropies over the sequence positions (as
+  BERT's run_squad.py, padding positions included). Packed rows: each example's own positions only."""
+  starts, ends = batch["start_positions"], batch["end_positions"]
+  rows = batch["valid"].astype(jnp.float32) if "valid" in batch else jnp.ones(starts.shape, jnp.float32)
+  start_loss, start_acc = _weighted_ce(_span_logits(outputs["start_logits"], starts, batch), starts, rows)
+  end_loss, end_acc = _weighted_ce(_span_logits(outputs["end_logits"], ends, batch), ends, rows)
   loss = (start_loss + end_loss) / 2
   return loss, {"loss": loss, "start_accuracy": start_acc, "end_accuracy": end_acc}

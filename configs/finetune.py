@@ -166,7 +166,7 @@ def get_config(arg=None):
   config.data.max_query_length = 64
   config.data.max_train_examples = 0  # 0: all; else a fixed random subset of this size
   config.data.max_eval_examples = 0
-  # Sequence packing (classification, regression, tagging): the examples of each batch share rows of
+  # Sequence packing (classification, regression, tagging, span): the examples of each batch share rows of
   # max_seq_length, each attending only to itself, so padding costs (almost) nothing; same examples per
   # step, same results up to float rounding (data/packing.py). Eval batches are packed too.
   config.data.packing = False

@@ -249,10 +249,13 @@ def _kind_data(directory, kind, rng):
   return path + ".json", dict(metric="squad", best_metric="eval/f1", **{"data.max_seq_length": 32})
 
 
-@pytest.mark.parametrize("kind", ["regression", "tagging", "choice", "span"])
+@pytest.mark.parametrize("kind", ["regression", "tagging", "choice", "span", "span_packed"])
 def test_every_task_kind_trains_evaluates_and_predicts(tiny_setup, tmp_path, kind):
   model_dir = tiny_setup[0]
+  kind, packed = kind.removesuffix("_packed"), kind.endswith("_packed")
   path, changes = _kind_data(str(tmp_path), kind, np.random.default_rng(0))
+  if packed:  # rows of 48 hold two of these ~18-token windows
+    changes.update({"data.packing": True, "data.max_seq_length": 48})
   config = finetune_configs.get_config(f"task={kind}")
   config.unlock()
   config.init_from = model_dir

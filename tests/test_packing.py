@@ -151,7 +151,53 @@ def test_packed_tagging_equals_each_example_alone():
   np.testing.assert_allclose(got, want, rtol=1e-5)
 
 
-@pytest.mark.parametrize("kind", ["classification", "tagging"])
+def _span_features(f):
+  rng = np.random.default_rng(3)
+  lengths = f["attention_mask"].sum(1)
+  starts = rng.integers(0, lengths).astype(np.int32)
+  ends = np.minimum(starts + rng.integers(0, 3, len(starts)), lengths - 1).astype(np.int32)
+  features = {k: f[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+  return dict(features, start_positions=starts, end_positions=ends)
+
+
+def test_packed_span_loss_and_grads_equal_each_example_alone():
+  """Span QA: answer positions move with their example, and the loss (each example's softmax over its own
+  tokens) and its gradients match the examples encoded alone with padding left out of the softmax."""
+  from bert_jax import finetune
+
+  features = _span_features(_features())
+  model = task_model(_config(), "span")
+  params = nn.meta.unbox(model.init(jax.random.key(0), jnp.asarray(features["input_ids"][:2])))["params"]
+  per_row = packing.per_row_limit(features["attention_mask"].sum(1), 16)
+  packed = finetune.pack_rows(features, "span", per_row)
+  b = packed.batch
+  assert "cls_positions" not in b
+  for key in ("start_positions", "end_positions"):
+    at = b["input_ids"][packed.row, b[key][packed.row, packed.slot]]
+    np.testing.assert_array_equal(at, features["input_ids"][np.arange(len(at)), features[key]])
+
+  def alone(p):
+    out = _apply(model, p, features)
+
+    def ce(logits, positions):
+      logits = jnp.where(features["attention_mask"] > 0, logits, -jnp.inf)
+      return -jnp.take_along_axis(jax.nn.log_softmax(logits), positions[:, None], 1).mean()
+
+    return (
+      ce(out["start_logits"], features["start_positions"]) + ce(out["end_logits"], features["end_positions"])
+    ) / 2
+
+  def packed_loss(p):
+    return objectives.get("span")(_apply(model, p, b), b)[0]
+
+  want, want_grads = jax.jit(jax.value_and_grad(alone))(params)
+  got, got_grads = jax.jit(jax.value_and_grad(packed_loss))(params)
+  np.testing.assert_allclose(got, want, rtol=1e-5)
+  for g, w in zip(jax.tree.leaves(got_grads), jax.tree.leaves(want_grads)):
+    np.testing.assert_allclose(g, w, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["classification", "tagging", "span"])
 def test_evaluation_outputs_of_packed_rows_read_back_per_example(kind):
   """finetune.predict_outputs with packing returns each example's outputs in input order, as unpacked."""
   from bert_jax import finetune, sharding
@@ -161,14 +207,17 @@ def test_evaluation_outputs_of_packed_rows_read_back_per_example(kind):
   model = task_model(_config(), kind, 3)
   params = nn.meta.unbox(model.init(jax.random.key(0), jnp.asarray(f["input_ids"][:2])))["params"]
   mesh, _ = sharding.from_config(common.mesh_config("dp"))
-  step = jax.jit(lambda p, batch: {"logits": _apply(model, p, batch)["logits"]})
+  key = "start_logits" if kind == "span" else "logits"
+  step = jax.jit(lambda p, batch: {key: _apply(model, p, batch)[key]})
   features = {k: f[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
   batch_size = 2 * sharding.data_parallel_size(mesh)
-  plain = finetune.predict_outputs(step, params, features, batch_size, mesh)["logits"]
-  packed = finetune.predict_outputs(step, params, features, batch_size, mesh, packed_kind=kind)["logits"]
+  plain = finetune.predict_outputs(step, params, features, batch_size, mesh)[key]
+  packed = finetune.predict_outputs(step, params, features, batch_size, mesh, packed_kind=kind)[key]
   assert packed.shape == plain.shape
-  if kind == "tagging":
+  if kind in ("tagging", "span"):
     real = f["attention_mask"].astype(bool)
     np.testing.assert_allclose(packed[real], plain[real], atol=2e-5)
+    if kind == "span":  # after an example: never an answer candidate
+      assert np.all(packed[~real] == np.finfo(np.float32).min)
   else:
     np.testing.assert_allclose(packed, plain, atol=2e-5)

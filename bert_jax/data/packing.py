@@ -10,7 +10,9 @@ fewer rows of the same length, each holding several whole examples one after ano
 `position_ids` restart at 0 for each, so every example is encoded exactly as it would be alone. Examples
 are placed by first-fit decreasing, which leaves few gaps. Per-example arrays (classification labels)
 move to (rows, per_row) slots, with `cls_positions` (where each example's [CLS] sits) and `valid`
-(1 for a real example); per-token arrays (tagging labels, word indices) move with their tokens.
+(1 for a real example); per-token arrays (tagging labels, word indices) move with their tokens. Span QA
+positions (`start_positions`, `end_positions`) count within the example, so the fine-tuning runner adds each
+example's offset (finetune.pack_rows) and the span loss takes each slot's softmax over its own tokens only.
 
 The examples of a batch stay the same examples (packing changes rows, not the batch), so a packed run
 trains on exactly the data of the unpacked one, in the same steps. Rows per batch vary with the lengths
@@ -135,11 +137,11 @@ def unpack_examples(packed: Packed, values: np.ndarray) -> np.ndarray:
   return np.asarray(values)[packed.row, packed.slot]
 
 
-def unpack_tokens(packed: Packed, values: np.ndarray, length: int) -> np.ndarray:
-  """(rows, L, ...) per-token outputs -> (n, length, ...) in the input order; zeros after each example."""
+def unpack_tokens(packed: Packed, values: np.ndarray, length: int, fill=0) -> np.ndarray:
+  """(rows, L, ...) per-token outputs -> (n, length, ...) in the input order; `fill` after each example."""
   values = np.asarray(values)
   n = len(packed.row)
-  out = np.zeros((n, length) + values.shape[2:], values.dtype)
+  out = np.full((n, length) + values.shape[2:], fill, values.dtype)
   ex = np.repeat(np.arange(n), packed.length)
   col = np.arange(len(ex)) - np.repeat(np.cumsum(packed.length) - packed.length, packed.length)
   out[ex, col] = values[packed.row[ex], packed.start[ex] + col]

@@ -85,12 +85,7 @@ def pool(config: BertConfig, hidden: Array, attention_mask: Array, pooler: nn.Mo
   if config.pooling == "cls":
     # BERT's pooler: the [CLS] vector through a dense layer and tanh.
     return jnp.tanh(pooler(hidden[:, 0]))
-  keep = attention_mask.astype(bool)[..., None]
-  if config.pooling == "mean":
-    total = jnp.sum(jnp.where(keep, hidden, 0).astype(jnp.float32), axis=1)
-    count = jnp.maximum(jnp.sum(keep, axis=1), 1).astype(jnp.float32)
-    return (total / count).astype(hidden.dtype)
-  return jnp.max(jnp.where(keep, hidden, jnp.finfo(hidden.dtype).min), axis=1)
+  return _pool_tokens(config.pooling, hidden, attention_mask.astype(bool)[:, None, :])[:, 0]
 
 
 def gather_positions(hidden: Array, positions: Array) -> Array:
@@ -107,8 +102,16 @@ def pool_packed(
     return jnp.tanh(pooler(gather_positions(hidden, cls_positions)))
   slots = jnp.arange(1, cls_positions.shape[1] + 1)
   keep = (segment_ids[:, None, :] == slots[None, :, None]) & attention_mask.astype(bool)[:, None, :]
-  if config.pooling == "mean":
-    total = jnp.einsum("bpl,blh->bph", keep.astype(jnp.float32), hidden.astype(jnp.float32))
+  return _pool_tokens(config.pooling, hidden, keep)
+
+
+def _pool_tokens(pooling: str, hidden: Array, keep: Array) -> Array:
+  """(B, L, H), keep (B, P, L) -> (B, P, H): the mean or max of each of P token sets of a row."""
+  if pooling == "mean":
+    # A 0/1 matmul; "highest" keeps the sum in float32 on TPUs too (their default passes are bf16).
+    total = jnp.einsum(
+      "bpl,blh->bph", keep.astype(jnp.float32), hidden.astype(jnp.float32), precision="highest"
+    )
     count = jnp.maximum(jnp.sum(keep, axis=-1, keepdims=True), 1).astype(jnp.float32)
     return (total / count).astype(hidden.dtype)
   return jnp.max(jnp.where(keep[..., None], hidden[:, None], jnp.finfo(hidden.dtype).min), axis=2)

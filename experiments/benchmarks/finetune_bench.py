@@ -1,17 +1,24 @@
 """Real-data fine-tuning throughput: bert_jax (padded and packed) against transformers + PyTorch eager
 (padded to the recipe's length, and padded per batch to its longest sequence), in one process,
-interleaved, on the same batches of the same real sentences.
+interleaved, on the same batches of the same real text.
 
-The job is experiments/finetune_sentiment's recipe (all-MiniLM-L6-v2, Rotten Tomatoes sentiment, batch 32,
-AdamW with BERT's settings, clipping at 1.0, dropout 0.1, max_seq_length 64). Every peer trains on the
-same sequence of batches (one permutation of the train split), so each round's real (non-pad) tokens are
-the same for all; throughput = real tokens / seconds of the optimizer steps. bert_jax's packed run
-compiles one step per row count it meets: all of them are compiled before timing (their count and time
-are reported apart).
+Two jobs, both from the bundled all-MiniLM-L6-v2 with BERT's fine-tuning recipe (AdamW, warmup 10%, linear
+decay, clipping at 1.0, dropout 0.1):
+- `--task sentiment`: experiments/finetune_sentiment's classifier on Rotten Tomatoes sentences (batch 32,
+  max_seq_length 64). PyTorch tokenizes with its own tokenizer; the lengths are checked to agree.
+- `--task squad`: span QA on the SQuAD v1.1 JSON given (question + context windows of 384 tokens, stride 128,
+  batch 32). PyTorch's `BertForQuestionAnswering` trains on bert_jax's featurised windows (the same tokens),
+  with transformers' own loss (start and end cross-entropy over all positions).
+Every peer trains on the same sequence of batches (one permutation of the training rows), so each round's
+real (non-pad) tokens are the same for all; throughput = real tokens / seconds of the optimizer steps.
+bert_jax's packed run compiles one step per row count it meets: all of them are compiled before timing
+(their count and time are reported apart).
 
   .venv/bin/python experiments/finetune_sentiment/prepare.py \
       ../shared/data/classification/sentiment_movie_rt.jsonl SPLIT
   .venv/bin/python experiments/benchmarks/finetune_bench.py --data SPLIT --out OUT [--rounds 4 --steps 20]
+  .venv/bin/python experiments/benchmarks/finetune_bench.py --task squad \
+      --data ../shared/data/qa/squad_v1.1_dev.json --out OUT --rounds 4 --steps 8
 
 Writes OUT/results.json and OUT/results.md.
 """
@@ -42,20 +49,26 @@ from configs import common  # noqa: E402
 from configs import finetune as finetune_configs  # noqa: E402
 
 PEERS = ("bert_jax_packed", "bert_jax_padded", "torch_padded", "torch_longest")
+TASKS = ("sentiment", "squad")
+TITLES = {"sentiment": "sentences (sentiment)", "squad": "SQuAD questions and contexts (span QA)"}
 
 
 def parse_args(argv=None):
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--data", required=True, help="prepare.py's output folder (train.jsonl, validation.jsonl)")
+  p.add_argument("--task", choices=TASKS, default="sentiment")
+  p.add_argument(
+    "--data", required=True, help="sentiment: prepare.py's output folder; squad: a SQuAD JSON file"
+  )
   p.add_argument("--out", required=True)
   p.add_argument("--model", default="", help="checkpoint folder (default: the bundled all-MiniLM-L6-v2)")
   p.add_argument("--peers", default=",".join(PEERS))
   p.add_argument("--rounds", type=int, default=4)
   p.add_argument("--steps", type=int, default=20, help="optimizer steps per peer and round")
   p.add_argument("--batch-size", type=int, default=32)
-  p.add_argument("--max-seq-length", type=int, default=64)
+  p.add_argument("--max-seq-length", type=int, default=0, help="default: 64 (sentiment), 384 (squad)")
   p.add_argument("--seed", type=int, default=0)
   args = p.parse_args(argv)
+  args.max_seq_length = args.max_seq_length or {"sentiment": 64, "squad": 384}[args.task]
   unknown = sorted(set(args.peers.split(",")) - set(PEERS))
   if unknown:
     p.error(f"--peers: unknown {unknown}; known: {list(PEERS)}")
@@ -63,11 +76,15 @@ def parse_args(argv=None):
 
 
 def finetune_config(args, model_dir):
-  config = finetune_configs.get_config("task=classification")
+  config = finetune_configs.get_config("task=" + ("classification" if args.task == "sentiment" else "span"))
   config.unlock()
   config.init_from = model_dir
-  config.data.train = os.path.join(args.data, "train.jsonl")
-  config.data.validation = os.path.join(args.data, "validation.jsonl")
+  if args.task == "sentiment":
+    config.data.train = os.path.join(args.data, "train.jsonl")
+    config.data.validation = os.path.join(args.data, "validation.jsonl")
+  else:  # throughput only: the evaluation set is not used
+    config.data.train = config.data.validation = args.data
+    config.data.max_eval_examples = 1
   config.data.max_seq_length = args.max_seq_length
   config.optimizer.learning_rate = 5e-5
   config.batch_size = args.batch_size
@@ -87,11 +104,10 @@ class BertJaxPeer:
     tx = optim.make_optimizer(opt, total_steps=total_steps, num_layers=loaded.config.num_layers)
     model = task_model(loaded.config, data.kind, len(data.labels))
     state, shardings = train_state.create_train_state(model, tx, self.mesh, rules, seed=config.seed)
-    params = jax.device_get(state.params)
-    params["bert"] = jax.tree.map(lambda a, b: np.asarray(b, a.dtype), params["bert"], loaded.params["bert"])
-    self.state = state.replace(
-      params=jax.device_put(params, jax.tree.map(lambda a: a.sharding, state.params))
+    shared = finetune.Shared(
+      config.init_from, loaded.config, jax.device_get(loaded.params["bert"]), None, data
     )
+    self.state = finetune._init_params(state, shared)  # the runner's: the encoder weights the head model has
     self.step_fn = train_state.make_train_step(
       model, tx, objectives.get(data.kind), self.mesh, rules, shardings
     )
@@ -127,19 +143,48 @@ class BertJaxPeer:
     return time.perf_counter() - start
 
 
-class TorchPeer:
-  """experiments/finetune_sentiment/torch_finetune.py's model and optimizer; padding to the recipe's length
-  or, per batch, to its longest sequence (what DataCollatorWithPadding does)."""
+def torch_training_data(args, config, model_dir, data) -> dict[str, torch.Tensor]:
+  """The PyTorch peers' training tensors (inputs and labels), row for row those of bert_jax."""
+  if args.task == "squad":
+    return {k: torch.as_tensor(v.astype(np.int64)) for k, v in data.train.items()}
+  import transformers
 
-  def __init__(self, config, model_dir, texts, labels, label_map, longest: bool, total_steps: int):
+  texts, labels = torch_finetune.read_split(config.data.train)
+  tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir)
+  inputs, _ = torch_finetune.encode(tokenizer, texts, config.data.max_seq_length)
+  # The jax tokenizer and the HuggingFace one must see the same tokens, or the peers do different work.
+  mismatch = int((inputs["attention_mask"].sum(1).numpy() != data.train["attention_mask"].sum(1)).sum())
+  if mismatch:
+    raise SystemExit(f"{mismatch} train rows tokenize to different lengths in bert_jax and transformers")
+  inputs["labels"] = torch_finetune.label_ids(
+    labels, {n: i for i, n in enumerate(data.labels)}, "train.jsonl"
+  )
+  return inputs
+
+
+def torch_model(task: str, model_dir: str, num_labels: int):
+  if task == "sentiment":
+    return torch_finetune.load_model(model_dir, num_labels)[0]
+  from transformers import BertForQuestionAnswering
+
+  model, info = BertForQuestionAnswering.from_pretrained(model_dir, output_loading_info=True)
+  missing = [k for k in info["missing_keys"] if not k.startswith("qa_outputs.")]
+  if missing or info["mismatched_keys"]:
+    raise SystemExit(
+      f"{model_dir}: BertForQuestionAnswering could not load {missing or info['mismatched_keys']}"
+    )
+  return model
+
+
+class TorchPeer:
+  """experiments/finetune_sentiment/torch_finetune.py's optimizer (BERT's AdamW groups) on the task's
+  transformers model; padding to the recipe's length or, per batch, to its longest sequence (what
+  DataCollatorWithPadding does)."""
+
+  def __init__(self, config, model, inputs, longest: bool, total_steps: int):
     import transformers
 
-    torch.manual_seed(config.seed)
-    self.longest = longest
-    tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir)
-    self.inputs, _ = torch_finetune.encode(tokenizer, texts, config.data.max_seq_length)
-    self.labels = torch_finetune.label_ids(labels, label_map, "train.jsonl")
-    self.model, _ = torch_finetune.load_model(model_dir, len(label_map))
+    self.longest, self.inputs, self.model = longest, inputs, model
     self.optimizer = torch_finetune.make_optimizer(self.model, config.optimizer.learning_rate, 0.01)
     self.scheduler = transformers.get_linear_schedule_with_warmup(
       self.optimizer, int(config.warmup_fraction * total_steps), total_steps
@@ -147,8 +192,7 @@ class TorchPeer:
     self.model.train()
 
   def batch(self, rows):
-    index = torch.as_tensor(rows)
-    batch = torch_finetune.batch_at(self.inputs, self.labels, index)
+    batch = {k: v[torch.as_tensor(rows)] for k, v in self.inputs.items()}
     if self.longest:
       width = int(batch["attention_mask"].sum(1).max())
       batch = {k: (v[:, :width] if v.ndim == 2 else v) for k, v in batch.items()}
@@ -181,8 +225,6 @@ def main(argv=None):
   config = finetune_config(args, model_dir)
   _, loaded = finetune.load_encoder(config)
   data = finetune_data.load_task_data(config, loaded.tokenizer)
-  texts, labels = torch_finetune.read_split(config.data.train)
-  label_map = {name: i for i, name in enumerate(data.labels)}
   n = data.num_train
   timed = args.rounds * args.steps
   total_steps = n // args.batch_size
@@ -191,8 +233,7 @@ def main(argv=None):
   order = np.random.default_rng(args.seed).permutation(n)
   batches = [order[i * args.batch_size : (i + 1) * args.batch_size] for i in range(timed + 1)]
   real = [int(data.train["attention_mask"][b].sum()) for b in batches]
-  # The jax tokenizer and the HuggingFace one must see the same tokens, or the peers do different work.
-  hf_lengths = None
+  torch_data = None
 
   peers, setup = {}, {}
   for name in args.peers.split(","):
@@ -200,17 +241,11 @@ def main(argv=None):
     if name.startswith("bert_jax"):
       peers[name] = BertJaxPeer(config, loaded, data, name.endswith("packed"), total_steps)
     else:
-      peers[name] = TorchPeer(
-        config, model_dir, texts, labels, label_map, name.endswith("longest"), total_steps
-      )
-      lengths = peers[name].inputs["attention_mask"].sum(1).numpy()
-      if hf_lengths is None:
-        hf_lengths = lengths
-        mismatch = int((lengths != data.train["attention_mask"].sum(1)).sum())
-        if mismatch:
-          raise SystemExit(
-            f"{mismatch} train rows tokenize to different lengths in bert_jax and transformers"
-          )
+      if torch_data is None:
+        torch_data = torch_training_data(args, config, model_dir, data)
+      torch.manual_seed(config.seed)
+      model = torch_model(args.task, model_dir, len(data.labels))
+      peers[name] = TorchPeer(config, model, torch_data, name.endswith("longest"), total_steps)
     compiled, seconds = peers[name].prepare([batches[0]] + batches[1:])
     setup[name] = {
       "build_s": time.perf_counter() - start - seconds,
@@ -266,7 +301,8 @@ def markdown(result) -> str:
   peers = result["peers"]
   best_torch = max((v["median"] for k, v in peers.items() if k.startswith("torch")), default=None)
   lines = [
-    f"# Fine-tuning throughput on real sentences ({result['date']}, {result['machine']})",
+    f"# Fine-tuning throughput on real {TITLES[result['args']['task']]} "
+    f"({result['date']}, {result['machine']})",
     "",
     f"`{result['command']}`",
     "",

@@ -2,8 +2,8 @@
 
 `jax.random.bernoulli` draws its bits with threefry: on CPU (and GPU without a fused kernel) that is a
 separate loop of 20 mixing rounds over every element, about 8% of a BERT training step on this
-project's CPU (BENCHMARKS.md). Here each call takes two 32-bit words from its Flax rng (one small
-threefry draw), and element i keeps its value when
+project's CPU (BENCHMARKS.md). Here each call mixes the two 32-bit words of its Flax rng (already a
+threefry output: make_rng folds the module path in) into k0, k1, and element i keeps its value when
 
     fmix32(fmix32(inner_i ^ k0) ^ (outer_i + k1)) < keep_prob * 2^32
 
@@ -46,7 +46,11 @@ def _flat_index(shape: tuple[int, ...], axes: range) -> Array:
 def keep_mask(rng: Array, keep_prob: float, shape: tuple[int, ...]) -> Array:
   """bool array of `shape`, True with probability keep_prob, a function of rng alone."""
   shape = tuple(int(s) for s in shape)
-  k0, k1 = jax.random.bits(rng, (2,), jnp.uint32)
+  # The key's own words, mixed (a threefry draw here, per dropout, cost BERT-large ~20% of its XLA compile).
+  words = jax.random.key_data(rng) if jax.dtypes.issubdtype(rng.dtype, jax.dtypes.prng_key) else rng
+  words = jnp.asarray(words).reshape(-1).astype(jnp.uint32)
+  k0 = _fmix32(words[0] ^ jnp.uint32(0x9E3779B9))
+  k1 = _fmix32(words[1] ^ k0)
   # Trailing axes whose element count fits in 32 bits form the inner index, the rest the outer.
   split = len(shape)
   while split > 0 and math.prod(shape[split - 1 :]) < 2**32:

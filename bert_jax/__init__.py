@@ -10,7 +10,12 @@ Attributes load lazily so that `python -m bert_jax.tokenize` does not pay for im
 
 import importlib
 
+from bert_jax import hostmem
+
 __version__ = "0.1.0"
+
+# Before JAX starts its threads: XLA's per-step temporaries reuse freed memory (bert_jax/hostmem.py).
+hostmem.keep_freed_memory()
 
 _LAZY = {
   "from_pretrained": "bert_jax.pretrained",

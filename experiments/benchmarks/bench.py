@@ -128,6 +128,14 @@ def parse_args(argv=None):
     "case, then the next (one case in memory at a time: for large models)",
   )
   p.add_argument(
+    "--malloc",
+    default="own",
+    choices=("own", "kept"),
+    help="own: each peer as it ships (bert_jax keeps freed memory for reuse, bert_jax/hostmem.py; the others "
+    "use glibc's defaults); kept: every peer runs with those settings (as environment variables), to see "
+    "what is the allocator and what the framework",
+  )
+  p.add_argument(
     "--ceiling-iters", type=int, default=5, help="timed calls per matmul shape per round; 0: skip"
   )
   p.add_argument("--seed", type=int, default=0)
@@ -188,6 +196,10 @@ def machine_info() -> dict:
   }
 
 
+# bert_jax/hostmem.py's mallopt settings, as glibc reads them from the environment.
+MALLOC_ENV = {"MALLOC_ARENA_MAX": "1", "MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**31 - 1)}
+
+
 def worker_env(peer: str, args, inductor_cache: str) -> dict:
   env = dict(os.environ)
   env.pop("JAX_COMPILATION_CACHE_DIR", None)  # compile times are of a cold compile
@@ -196,6 +208,8 @@ def worker_env(peer: str, args, inductor_cache: str) -> dict:
   else:
     env["TORCHINDUCTOR_CACHE_DIR"] = inductor_cache  # fresh: torch.compile's first call compiles cold
   env["PYTHONPATH"] = os.pathsep.join(p for p in (HERE, env.get("PYTHONPATH", "")) if p)
+  if args.malloc == "kept":  # every peer with what bert_jax sets for itself (bert_jax/hostmem.py)
+    env.update(MALLOC_ENV)
   return env
 
 
@@ -346,6 +360,7 @@ def main(argv=None):
         "mlm_positions": args.mlm_positions,
         "attention_kernel": args.attention_kernel,
         "order": args.order,
+        "malloc": args.malloc,
         "ceiling_iters": args.ceiling_iters,
         "seed": args.seed,
         "jax_platforms": args.jax_platforms,

@@ -22,6 +22,7 @@ import worker_io  # noqa: E402
 
 CHANNEL = worker_io.protocol_channel()  # before any library can print to stdout
 
+import bert_jax  # noqa: E402  (first: its host-memory settings precede JAX's threads)
 import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -128,8 +129,6 @@ def ceiling(request):
 
 
 def versions():
-  import bert_jax
-
   info = jax_common.versions()
   info["versions"]["bert_jax"] = getattr(bert_jax, "__version__", "repo")
   return info

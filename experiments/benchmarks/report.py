@@ -152,7 +152,12 @@ def markdown(results: dict) -> str:
     f"iterations after {settings['warmup']} untimed warm-up calls; {settings['dtype']}; vocabulary "
     f"{settings['vocab_size']}, random weights and tokens, no padding; bert_jax MLM logits at "
     f"{'the masked positions only' if settings['mlm_positions'] == 'masked' else 'every position'}; "
-    f"JAX_PLATFORMS={settings['jax_platforms']}",
+    f"JAX_PLATFORMS={settings['jax_platforms']}; host malloc: "
+    + (
+      "every peer keeps freed memory (--malloc kept)"
+      if settings.get("malloc") == "kept"
+      else "bert_jax keeps freed memory (bert_jax/hostmem.py), the others glibc's defaults"
+    ),
   ]
   if meta.get("failure"):
     lines.append(f"- **The run stopped early**: {meta['failure'].splitlines()[0]}")

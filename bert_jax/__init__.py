@@ -14,8 +14,9 @@ from bert_jax import hostmem
 
 __version__ = "0.1.0"
 
-# Before JAX starts its threads: XLA's per-step temporaries reuse freed memory (bert_jax/hostmem.py).
-hostmem.keep_freed_memory()
+# BERT_JAX_MALLOC=keep: XLA's per-step temporaries reuse freed memory in any program (bert_jax/hostmem.py);
+# the runner (bert_jax.main) does this unless BERT_JAX_MALLOC=system.
+hostmem.keep_freed_memory(by_default=False)
 
 _LAZY = {
   "from_pretrained": "bert_jax.pretrained",

@@ -6,6 +6,11 @@ python -m bert_jax.main --config=configs/demo.py --workdir=runs/demo [--config.x
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from bert_jax import hostmem
+
+# Training steps reuse freed host memory (bert_jax/hostmem.py), set before JAX starts its threads.
+hostmem.keep_freed_memory()
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (path[:args]).", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for outputs, checkpoints and logs.")
 _DISTRIBUTED = flags.DEFINE_enum(

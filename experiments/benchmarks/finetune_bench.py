@@ -37,7 +37,9 @@ _ROOT = os.path.dirname(os.path.dirname(_HERE))
 sys.path.insert(0, _ROOT)
 sys.path.insert(0, os.path.join(_ROOT, "experiments", "finetune_sentiment"))
 
-import bert_jax  # noqa: E402, F401  (first: its host-memory settings precede JAX's threads)
+import bert_jax  # noqa: E402
+
+bert_jax.hostmem.keep_freed_memory()  # as the runner does, before JAX starts its threads
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402

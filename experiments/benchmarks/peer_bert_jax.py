@@ -22,7 +22,9 @@ import worker_io  # noqa: E402
 
 CHANNEL = worker_io.protocol_channel()  # before any library can print to stdout
 
-import bert_jax  # noqa: E402  (first: its host-memory settings precede JAX's threads)
+import bert_jax  # noqa: E402
+
+bert_jax.hostmem.keep_freed_memory()  # as the runner does, before JAX starts its threads
 import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402

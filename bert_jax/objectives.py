@@ -188,8 +188,9 @@ register("electra", model_family="electra")(functools.partial(electra_loss, rtd_
 IGNORE_INDEX = -100  # tagging labels on sub-tokens after a word's first, [CLS]/[SEP] and padding
 
 
-def _rows(batch, n: int) -> jax.Array:
-  return batch["valid"].astype(jnp.float32) if "valid" in batch else jnp.ones((n,), jnp.float32)
+def _rows(batch, shape) -> jax.Array:
+  """Per-example weights: `valid` (0 for filler), else all ones of `shape` (examples, or packed slots)."""
+  return batch["valid"].astype(jnp.float32) if "valid" in batch else jnp.ones(shape, jnp.float32)
 
 
 def _weighted_ce(logits, labels, weights):
@@ -245,7 +246,7 @@ def span(outputs, batch):
   """BERT's SQuAD loss: the mean of the start and end cross-entropies over the sequence positions (as
   BERT's run_squad.py, padding positions included). Packed rows: each example's own positions only."""
   starts, ends = batch["start_positions"], batch["end_positions"]
-  rows = batch["valid"].astype(jnp.float32) if "valid" in batch else jnp.ones(starts.shape, jnp.float32)
+  rows = _rows(batch, starts.shape)
   start_loss, start_acc = _weighted_ce(_span_logits(outputs["start_logits"], starts, batch), starts, rows)
   end_loss, end_acc = _weighted_ce(_span_logits(outputs["end_logits"], ends, batch), ends, rows)
   loss = (start_loss + end_loss) / 2

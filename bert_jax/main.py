@@ -20,6 +20,13 @@ _DISTRIBUTED = flags.DEFINE_enum(
   "Start jax.distributed: auto = when the environment describes a multi-process job (TPU pod, SLURM, "
   "JAX_COORDINATOR_ADDRESS), on = always, off = never.",
 )
+_COMPILATION_CACHE = flags.DEFINE_string(
+  "compilation_cache",
+  "auto",
+  "XLA's persistent compilation cache, so a restarted run loads its compiled steps: auto = "
+  "$JAX_COMPILATION_CACHE_DIR when set, else <workdir>/xla_cache; off; or a directory "
+  "(bert_jax/compile_cache.py).",
+)
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -31,6 +38,12 @@ def main(argv):
   from bert_jax import distributed
 
   distributed.initialize(_DISTRIBUTED.value)
+  from bert_jax import compile_cache
+
+  try:
+    compile_cache.enable(_COMPILATION_CACHE.value, _WORKDIR.value)
+  except ValueError as e:
+    raise app.UsageError(str(e)) from None
   from bert_jax import stages
 
   try:

@@ -58,14 +58,14 @@ import time
 import warnings
 from typing import Any, Iterable, Sequence
 
-from bert_jax import files, summaries
+from bert_jax import compile_cache, files, summaries
 
 STATE_FILE = "sweep.json"
 LOG_FILE = "run.log"
 REPORT_DIR = "report"
 # Runs live in ROOT/NAME: names are single path components that every filesystem and shell takes as is.
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-_RESERVED = {REPORT_DIR, STATE_FILE}
+_RESERVED = {REPORT_DIR, STATE_FILE, compile_cache.SUBDIR}
 _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 DRAIN_SECONDS = 10.0  # after a job exits, how long the sweep keeps reading output others hold open
 FINAL_LOSS_WINDOW = 3  # final train loss = mean of the last this many logged values
@@ -445,6 +445,9 @@ def run_sweep(
   records = state["runs"]
   state_path = os.path.join(root, STATE_FILE)
   selected = commands(sweep, root, ("local",), extra, python=python, only=only)
+  # One XLA compilation cache for the sweep's runs: runs of the same shapes (a seed grid) compile once.
+  env = dict(os.environ if env is None else env)
+  env.setdefault(compile_cache.ENV, os.path.join(root, compile_cache.SUBDIR))
   results = {}
   for index, (name, argv) in enumerate(selected, 1):
     args = argv[3:]  # bert_jax.main's arguments: the record compared on a rerun

@@ -140,22 +140,25 @@ def test_resume_after_sigkill_is_exact(corpus, vocab, tmp_path):
   """Killed (SIGKILL) at an arbitrary step and resumed: the same params, optimizer state and data
   position as an uninterrupted run, bitwise."""
   data_dir = str(tmp_path / "data")
-  straight = _cli(
-    tmp_path / "straight", corpus, f"--config.data.vocab={vocab}", f"--config.data.data_dir={data_dir}"
+  # The three runs share a compilation cache of their own: the killed and the resumed run load the
+  # straight run's executables (bert_jax/compile_cache.py), which must not change a bit of the result.
+  cache = tmp_path / "xla_cache"
+  args = (
+    f"--config.data.vocab={vocab}",
+    f"--config.data.data_dir={data_dir}",
+    f"--compilation_cache={cache}",
   )
+  straight = _cli(tmp_path / "straight", corpus, *args)
   assert straight.wait(timeout=600) == 0, straight.stdout.read()[-3000:]
-  killed = _cli(
-    tmp_path / "killed", corpus, f"--config.data.vocab={vocab}", f"--config.data.data_dir={data_dir}"
-  )
+  assert any(name.endswith("-cache") for name in os.listdir(cache)), os.listdir(cache)
+  killed = _cli(tmp_path / "killed", corpus, *args)
   for line in killed.stdout:
     if line.startswith("step 25/"):
       killed.send_signal(signal.SIGKILL)
       break
   killed.wait(timeout=60)
   assert killed.returncode == -signal.SIGKILL
-  resumed = _cli(
-    tmp_path / "killed", corpus, f"--config.data.vocab={vocab}", f"--config.data.data_dir={data_dir}"
-  )
+  resumed = _cli(tmp_path / "killed", corpus, *args)
   out = resumed.communicate(timeout=600)[0]
   assert resumed.returncode == 0, out[-3000:]
   started = int(out.split("start step ")[1].split()[0])

@@ -4,6 +4,7 @@ it claims to be exact, and every variant's handling of padding, packing and trai
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 
 import flax.linen as nn
@@ -94,9 +95,12 @@ def test_reference_kernel_matches_numpy(packed, window):
   segments = segments if packed else None
   slopes = positions.alibi_slopes(4)
   bias = -slopes[:, None, None] * np.abs(np.arange(37)[:, None] - np.arange(37)[None])[None]
-  for b, fn in ((None, None), (bias, positions.alibi_bias(slopes))):
+  # deterministic (inference) takes the heads-first layout, training the (b, q, h, d) einsums: both exact.
+  for (b, fn), deterministic in itertools.product(
+    ((None, None), (bias, positions.alibi_bias(slopes))), (True, False)
+  ):
     tokens = attention.tokens(jnp.asarray(valid), None if segments is None else jnp.asarray(segments))
-    got = attention.xla_attention(q, k, v, tokens, bias=fn, window=window)
+    got = attention.xla_attention(q, k, v, tokens, bias=fn, window=window, deterministic=deterministic)
     want = _numpy_attention(q, k, v, valid, segments, b, window)
     np.testing.assert_allclose(_real(got, valid), _real(want, valid), atol=1e-5)
 

@@ -185,16 +185,26 @@ def xla_attention(
 ):
   """The reference: softmax(Q Kᵀ / sqrt(d) + bias + mask) V over all positions at once.
 
-  Two measured layout choices (experiments/benchmarks, BENCHMARKS.md): multi-head attention keeps the
-  plain (batch, heads, q, k) layout (grouped heads need the (kv heads, group) split), and the softmax
-  is normalised after the product with V — exp(s - max) V / sum exp(s - max), the same value — so XLA
+  Measured layout choices (experiments/benchmarks, BENCHMARKS.md): multi-head attention keeps the plain
+  (batch, heads, q, k) layout (grouped heads need the (kv heads, group) split), and the softmax is
+  normalised after the product with V — exp(s - max) V / sum exp(s - max), the same value — so XLA
   divides the (q, d) context instead of the (q, k) probabilities and does not fuse the division into
-  the matmul (which made head_dim 32 models 20% slower)."""
+  the matmul (which made head_dim 32 models 20% slower). Inference (`deterministic`) moves the heads
+  first before the two products — Q (b, h, q, d) @ K (b, h, d, k), P (b, h, q, k) @ V (b, h, k, d),
+  plain batched matmuls — which made forward passes 3-10% faster on CPU but training steps 1-6% slower
+  (their gradients), so training keeps the einsums over the (b, q, h, d) projections."""
   batch, length, kv_heads, group, depth = _grouped(query, key)
   q = query / jnp.sqrt(depth).astype(query.dtype)
   index = jnp.arange(length)
   mask = visible(tokens.valid, tokens.segments, tokens.segments, index, index, window)
-  if group == 1:
+  heads_first = group == 1 and deterministic
+  if heads_first:
+    q = jnp.transpose(q, (0, 2, 1, 3))
+    key = jnp.transpose(key, (0, 2, 3, 1))
+    value = jnp.transpose(value, (0, 2, 1, 3))
+    scores_spec, context_spec, shape = "bhqd,bhdk->bhqk", "bhqk,bhkd->bhqd", (kv_heads, length, length)
+    mask = mask[:, None]
+  elif group == 1:
     scores_spec, context_spec, shape = "bqhd,bkhd->bhqk", "bhqk,bkhd->bqhd", (kv_heads, length, length)
     mask = mask[:, None]
   else:
@@ -213,6 +223,9 @@ def xla_attention(
   total = weights.sum(axis=-1)
   weights = dropout_lib.dropout(weights, dropout_rate, dropout_rng, deterministic)
   context = jnp.einsum(context_spec, weights.astype(value.dtype), value)
+  if heads_first:  # (b, h, q, d) / (b, h, q, 1), then back to the projections' (b, q, h, d)
+    context = (context.astype(jnp.float32) / total[..., None]).astype(context.dtype)
+    return jnp.transpose(context, (0, 2, 1, 3))
   # total: (b, h, q) or (b, k, g, q) -> the context's (b, q, h) or (b, q, k, g)
   total = jnp.moveaxis(total, -1, 1)[..., None]
   return (context.astype(jnp.float32) / total).astype(context.dtype).reshape(query.shape)

@@ -136,13 +136,14 @@ def test_pretraining_run_learns_and_writes_everything(corpus, tmp_path):
   assert json.loads((tmp_path / "config.json").read_text())["total_steps"] == 120
 
 
-def test_resume_after_sigkill_is_exact(corpus, vocab, tmp_path):
+def test_resume_after_sigkill_is_exact(corpus, vocab, tmp_path, monkeypatch):
   """Killed (SIGKILL) at an arbitrary step and resumed: the same params, optimizer state and data
   position as an uninterrupted run, bitwise."""
   data_dir = str(tmp_path / "data")
   # The three runs share a compilation cache of their own: the killed and the resumed run load the
   # straight run's executables (bert_jax/compile_cache.py), which must not change a bit of the result.
   cache = tmp_path / "xla_cache"
+  monkeypatch.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")  # keep even the tiny model's compiles
   args = (
     f"--config.data.vocab={vocab}",
     f"--config.data.data_dir={data_dir}",

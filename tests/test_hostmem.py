@@ -40,7 +40,8 @@ def _run(code: str, *args, **env) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.skipif(
-  not (sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"), reason="glibc's mallopt"
+  not (sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"),
+  reason="measures glibc's malloc through mallopt; on other C libraries keep_freed_memory() does nothing",
 )
 def test_freed_memory_is_reused_without_page_faults_and_system_opts_out():
   pages = (64 << 20) // 4096

@@ -13,7 +13,10 @@ import jax
 def aot_compile(jitted, args, context=None):
   """(compiled, info): trace + lower and compile timed apart, and XLA's memory plan of the executable.
 
-  The measured iterations then call the compiled executable itself, so no later call can recompile."""
+  The measured iterations then call the compiled executable itself, so no later call can recompile.
+  The arguments are waited for first: JAX dispatches their initialisation asynchronously, and on a
+  small CPU an initialisation still running would be counted as (and slow down) the compile."""
+  jax.block_until_ready(args)
   start = time.perf_counter()
   with context or contextlib.nullcontext():
     lowered = jitted.lower(*args)

@@ -105,6 +105,26 @@ def test_reference_kernel_matches_numpy(packed, window):
     np.testing.assert_allclose(_real(got, valid), _real(want, valid), atol=1e-5)
 
 
+def test_a_query_with_no_visible_key_attends_uniformly_and_stays_finite():
+  """The padding of a packed row (segment 0) sees no key: the mask, an additive bias of float32's lowest,
+  must leave its scores all equal (softmax: uniform over every key), never -inf or NaN, in both layouts,
+  and its gradient finite."""
+  q, k, v, valid, segments = _random_qkv()
+  tokens = attention.tokens(jnp.asarray(valid), jnp.asarray(segments))
+  q, k, v = (jnp.asarray(x) * 50.0 for x in (q, k, v))  # large scores: a masked score must still round
+  uniform = np.repeat(np.asarray(v), 2, axis=2)[1].mean(axis=0)  # (heads, depth): all 37 keys, GQA repeated
+  for deterministic in (True, False):
+    got = attention.xla_attention(q, k, v, tokens, deterministic=deterministic)
+    np.testing.assert_allclose(
+      np.asarray(got)[1, 29:], np.broadcast_to(uniform, (8, 4, 8)), rtol=1e-5, atol=1e-3
+    )
+    grads = jax.grad(
+      lambda q, k, v: jnp.sum(attention.xla_attention(q, k, v, tokens, deterministic=deterministic)),
+      argnums=(0, 1, 2),
+    )(q, k, v)
+    assert all(bool(jnp.isfinite(g).all()) for g in grads)
+
+
 @pytest.mark.parametrize("kernel", ["chunked", "dot_product", "pallas"])
 def test_every_kernel_matches_the_reference(kernel):
   """float32, random inputs with padding, GQA, with and without packing, bias and window: 1e-5 on real tokens.

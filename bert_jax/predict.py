@@ -223,22 +223,41 @@ class Predictor:
     return run
 
   def _run(self, features: dict[str, np.ndarray], batch_size: int) -> dict[str, np.ndarray]:
-    """Outputs for every row, padded to batch_size rows and a length bucket (a multiple of 32)."""
+    """Outputs for every row, in the rows' order.
+
+    Rows run longest first, batch_size at a time, each batch padded to its own length bucket (32, 64, 128, ...
+    up to the features' width): a batch of short texts does not pay for the longest text of the call, and at
+    most log2(width / 16) shapes are compiled. Token-level outputs come back at the first (longest) batch's
+    width, the columns a shorter batch did not compute filled with -1e9 (positions past every real token)."""
     ids = features["input_ids"]
-    n = ids.shape[0]
-    real = int(features["attention_mask"].reshape(-1, ids.shape[-1]).sum(-1).max(initial=1))
-    length = min(ids.shape[-1], -(-real // 32) * 32)
-    out: dict[str, list] = {}
+    n, width = ids.shape[0], ids.shape[-1]
+    real = features["attention_mask"].reshape(n, -1, width).sum(-1).max(-1)
+    bucket = np.minimum(width, 2 ** np.ceil(np.log2(np.maximum(real, 32))).astype(np.int64))
+    order = np.argsort(-real, kind="stable")
+    token_level = self.kind in ("tagging", "span")
+    parts: dict[str, list] = {}
     for start in range(0, n, batch_size):
-      stop = min(start + batch_size, n)
+      rows = order[start : start + batch_size]
+      length = int(bucket[rows].max())
       chunk = []
       for key in ("input_ids", "attention_mask", "token_type_ids"):
-        a = features[key][start:stop, ..., :length]
-        pad = np.zeros((batch_size - (stop - start),) + a.shape[1:], a.dtype)
+        a = features[key][rows, ..., :length]
+        pad = np.zeros((batch_size - len(rows),) + a.shape[1:], a.dtype)
         chunk.append(np.concatenate([a, pad]))
       for k, v in self._forward(self.params, *chunk).items():
-        out.setdefault(k, []).append(np.asarray(v, np.float32)[: stop - start])
-    return {k: np.concatenate(v) for k, v in out.items()}
+        parts.setdefault(k, []).append(np.asarray(v, np.float32)[: len(rows)])
+    out = {}
+    for k, pieces in parts.items():
+      if token_level:  # (rows, length, ...) -> the longest batch's length
+        full = pieces[0].shape[1]
+        pieces = [
+          np.pad(p, [(0, 0), (0, full - p.shape[1])] + [(0, 0)] * (p.ndim - 2), constant_values=-1e9)
+          for p in pieces
+        ]
+      merged = np.empty((n,) + pieces[0].shape[1:], np.float32)
+      merged[order] = np.concatenate(pieces)
+      out[k] = merged
+    return out
 
   # -- classification, regression, tagging --
 

@@ -65,6 +65,32 @@ def test_classification_labels_and_probabilities(classifier_dir):
   )
 
 
+def test_batches_of_mixed_lengths_answer_each_text_as_alone(classifier_dir, tmp_path):
+  """Rows run longest first in batches padded to their own length bucket (32, 64): every text's output must
+  equal transformers on that text alone, unpadded, and come back in the input's order."""
+  path, model = classifier_dir
+  predictor = Predictor.from_pretrained(path)
+  long_text = "the day of water was long and he had some time " * 2
+  assert 32 < len(predictor.tokenizer.encode(long_text)["input_ids"]) <= 64  # the 64 bucket, not truncated
+  texts = ["the day", long_text, "what a way to go!", "he had some time, and then some more", "long"]
+  out = predictor.predict(texts, batch_size=2)  # batches of buckets 64, 32, 32
+  for text, row in zip(texts, out):
+    np.testing.assert_allclose(row["logits"], _torch_logits(model, predictor.tokenizer, [text])[0], atol=1e-5)
+  helpers.tiny_hf_folder(
+    str(tmp_path), "BertForTokenClassification", num_labels=5, id2label=dict(enumerate(NER_LABELS))
+  )
+  tagger = Predictor.from_pretrained(tmp_path)
+  ref = helpers.tiny_hf_folder(
+    str(tmp_path / "again"), "BertForTokenClassification", num_labels=5, id2label=dict(enumerate(NER_LABELS))
+  )
+  for text, row in zip(texts, tagger.predict(texts, batch_size=2)):
+    enc = tagger.tokenizer.encode(text)
+    with torch.no_grad():
+      logits = ref(input_ids=torch.tensor([enc["input_ids"]])).logits.numpy()[0]
+    firsts = [i for i, _, _ in words_from_pieces(enc["tokens"], enc["offsets"])]
+    assert [w["tag"] for w in row["words"]] == [NER_LABELS[int(logits[i].argmax())] for i in firsts]
+
+
 def test_cli_classifies_json_lines(classifier_dir):
   path, model = classifier_dir
   lines = ["the day is long.", json.dumps({"text": "the day", "pair": "is long", "id": 7})]

@@ -32,7 +32,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from bert_jax import convert
+from bert_jax import batching, convert
 
 HF_ARCHITECTURES = {
   "BertForSequenceClassification": "classification",
@@ -223,41 +223,13 @@ class Predictor:
     return run
 
   def _run(self, features: dict[str, np.ndarray], batch_size: int) -> dict[str, np.ndarray]:
-    """Outputs for every row, in the rows' order.
-
-    Rows run longest first, batch_size at a time, each batch padded to its own length bucket (32, 64, 128, ...
-    up to the features' width): a batch of short texts does not pay for the longest text of the call, and at
-    most log2(width / 16) shapes are compiled. Token-level outputs come back at the first (longest) batch's
+    """Outputs for every row, in the rows' order: longest first in batches of batch_size rows, each padded to
+    its own length bucket (`batching.run_by_length`). Token-level outputs come back at the longest batch's
     width, the columns a shorter batch did not compute filled with -1e9 (positions past every real token)."""
-    ids = features["input_ids"]
-    n, width = ids.shape[0], ids.shape[-1]
-    real = features["attention_mask"].reshape(n, -1, width).sum(-1).max(-1)
-    bucket = np.minimum(width, 2 ** np.ceil(np.log2(np.maximum(real, 32))).astype(np.int64))
-    order = np.argsort(-real, kind="stable")
-    token_level = self.kind in ("tagging", "span")
-    parts: dict[str, list] = {}
-    for start in range(0, n, batch_size):
-      rows = order[start : start + batch_size]
-      length = int(bucket[rows].max())
-      chunk = []
-      for key in ("input_ids", "attention_mask", "token_type_ids"):
-        a = features[key][rows, ..., :length]
-        pad = np.zeros((batch_size - len(rows),) + a.shape[1:], a.dtype)
-        chunk.append(np.concatenate([a, pad]))
-      for k, v in self._forward(self.params, *chunk).items():
-        parts.setdefault(k, []).append(np.asarray(v, np.float32)[: len(rows)])
-    out = {}
-    for k, pieces in parts.items():
-      if token_level:  # (rows, length, ...) -> the longest batch's length
-        full = pieces[0].shape[1]
-        pieces = [
-          np.pad(p, [(0, 0), (0, full - p.shape[1])] + [(0, 0)] * (p.ndim - 2), constant_values=-1e9)
-          for p in pieces
-        ]
-      merged = np.empty((n,) + pieces[0].shape[1:], np.float32)
-      merged[order] = np.concatenate(pieces)
-      out[k] = merged
-    return out
+    token_level = ("logits",) if self.kind == "tagging" else ("start_logits", "end_logits")
+    return batching.run_by_length(
+      features, batch_size, functools.partial(self._forward, self.params), token_level, fill=-1e9
+    )
 
   # -- classification, regression, tagging --
 

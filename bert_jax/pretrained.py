@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bert_jax import convert, files
+from bert_jax import batching, convert, files
 from bert_jax.models import BertConfig, BertForPreTraining, BertModel, scan_params, unscan_params
 from bert_jax.models.config import read_json
 from bert_jax.tokenization import Tokenizer
@@ -76,8 +76,10 @@ class PretrainedBert:
     """Texts (and optional second segments) -> numpy `last_hidden_state` (N, L, H),
     `pooler_output` (N, H) and `attention_mask` (N, L), L the longest encoded text.
 
-    Batches are padded to a fixed batch size and a length bucket (a multiple of 32), so a stream of
-    calls compiles a handful of shapes, not one per call.
+    Texts run longest first in batches of batch_size rows, each padded to its own power-of-two length
+    bucket (`batching.run_by_length`), so short texts do not pay for a long one and a stream of calls
+    compiles a handful of shapes. `last_hidden_state` past a text's own tokens is 0 where its batch was
+    shorter than the longest (use `attention_mask`).
     """
     single = isinstance(texts, str)
     texts = [texts] if single else list(texts)
@@ -92,22 +94,16 @@ class PretrainedBert:
       texts, pairs, max_length=max_length, truncation=True, padding="longest", pad_to_multiple_of=32
     )
     length = int(enc["attention_mask"].sum(axis=1).max())
-    padded_len = min(enc["input_ids"].shape[1], max_length)
-    hidden, pooled = [], []
-    for start in range(0, len(texts), batch_size):
-      stop = min(start + batch_size, len(texts))
-      chunk = {
-        k: _pad_rows(enc[k][start:stop, :padded_len], batch_size)
-        for k in ("input_ids", "attention_mask", "token_type_ids")
-      }
-      h, p = self._encode_fn(
-        self.params["bert"], chunk["input_ids"], chunk["attention_mask"], chunk["token_type_ids"]
-      )
-      hidden.append(np.asarray(h[: stop - start, :length], np.float32))
-      pooled.append(np.asarray(p[: stop - start], np.float32))
+    features = {k: np.asarray(enc[k][:, :max_length]) for k in batching.KEYS}
+
+    def forward(input_ids, attention_mask, token_type_ids):
+      h, p = self._encode_fn(self.params["bert"], input_ids, attention_mask, token_type_ids)
+      return {"last_hidden_state": h, "pooler_output": p}
+
+    out = batching.run_by_length(features, batch_size, forward, ("last_hidden_state",))
     return {
-      "last_hidden_state": np.concatenate(hidden),
-      "pooler_output": np.concatenate(pooled),
+      "last_hidden_state": out["last_hidden_state"][:, :length],
+      "pooler_output": out["pooler_output"],
       "attention_mask": np.asarray(enc["attention_mask"][:, :length]),
     }
 
@@ -155,12 +151,6 @@ def write_bert_jax_folder(directory: str, config: BertConfig, params, tokenizer,
     os.path.join(directory, BERT_JAX_CONFIG),
     {"format": "bert_jax", "version": FORMAT_VERSION, "model": config.to_dict(), **extra},
   )
-
-
-def _pad_rows(a: np.ndarray, rows: int) -> np.ndarray:
-  if a.shape[0] == rows:
-    return a
-  return np.concatenate([a, np.zeros((rows - a.shape[0],) + a.shape[1:], a.dtype)])
 
 
 def detect_format(path: str) -> str:

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from bert_jax import batching
 from bert_jax.predict import Predictor, bio_entities, words_from_pieces
 from tests import helpers
 
@@ -89,6 +90,30 @@ def test_batches_of_mixed_lengths_answer_each_text_as_alone(classifier_dir, tmp_
       logits = ref(input_ids=torch.tensor([enc["input_ids"]])).logits.numpy()[0]
     firsts = [i for i, _, _ in words_from_pieces(enc["tokens"], enc["offsets"])]
     assert [w["tag"] for w in row["words"]] == [NER_LABELS[int(logits[i].argmax())] for i in firsts]
+
+
+def test_run_by_length_keeps_order_and_compiles_few_shapes():
+  """batching.run_by_length on a numpy forward: every row's outputs in its own place, its real tokens intact,
+  batches of one row count and power-of-two lengths (32 at least, the width at most)."""
+  rng = np.random.default_rng(0)
+  n, width = 23, 200
+  real = rng.integers(1, width + 1, n)
+  mask = (np.arange(width)[None] < real[:, None]).astype(np.int32)
+  ids = rng.integers(1, 1000, (n, width)).astype(np.int32) * mask
+  seen = []
+
+  def forward(input_ids, attention_mask, token_type_ids):
+    seen.append(input_ids.shape)
+    return {"tokens": input_ids * 2.0, "total": input_ids.sum(-1)}
+
+  features = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+  out = batching.run_by_length(features, 4, forward, ("tokens",), fill=-7.0)
+  np.testing.assert_array_equal(out["total"], ids.sum(-1))
+  for row in range(n):
+    np.testing.assert_array_equal(out["tokens"][row, : real[row]], 2.0 * ids[row, : real[row]])
+  assert out["tokens"].shape == (n, width) and (out["tokens"] == -7.0).any()  # shorter batches filled
+  assert {rows for rows, _ in seen} == {4} and {length for _, length in seen} <= {32, 64, 128, width}
+  assert [length for _, length in seen] == sorted((length for _, length in seen), reverse=True)
 
 
 def test_cli_classifies_json_lines(classifier_dir):

@@ -4,7 +4,7 @@ Padding every batch to the longest text of a call makes a call of short sentence
 for the review in every batch. Here rows are sorted by real length (stable, longest first), cut into batches
 of `batch_size` rows (the last one padded with empty rows, so every batch has one shape), and each batch is
 cut to the smallest power of two >= its longest row (32 at least, the features' width at most): at most
-log2(width / 16) shapes are ever compiled. Outputs come back in the rows' own order.
+ceil(log2(width / 16)) shapes are ever compiled (5 up to 512). Outputs come back in the rows' own order.
 """
 
 from __future__ import annotations

@@ -726,6 +726,24 @@ def test_invalid_candidates_are_rejected(uncased):
     assert first_context <= i <= j < i + 4
 
 
+def test_padding_logits_never_crowd_out_candidates(uncased):
+  """The n_best are ranked among real tokens: whatever a window's padding scores (its width depends on the
+  batch it ran in), the answer and its n-best list are the same."""
+  context = "one two three four five six seven eight"
+  ex = QAExample("x", "Which number?", context, [], True)
+  feats = make_features([ex], uncased, max_seq_length=48, training=False)
+  pad = feats.attention_mask[0] == 0
+  assert pad.sum() >= 10
+  start, end = noise(feats)
+  (s,) = np.flatnonzero(feats.offsets[0, :, 0] == context.index("three"))
+  start[0, s] = end[0, s + 1] = 5.0
+  want = postprocess([ex], feats, start, end, n_best=3)["x"]
+  assert want.text == "three four"
+  start[0, pad] = end[0, pad] = 50.0  # ranked first, were padding ranked
+  got = postprocess([ex], feats, start, end, n_best=3)["x"]
+  assert (got.text, got.score, got.n_best) == (want.text, want.score, want.n_best)
+
+
 def test_postprocess_checks_shapes(uncased):
   ex = QAExample("x", "q", "a b", [], True)
   feats = make_features([ex], uncased, max_seq_length=16, training=False)

@@ -541,11 +541,14 @@ def _feature_candidates(
   end_logits: np.ndarray,
   offsets: np.ndarray,
   max_context: np.ndarray,
+  real: np.ndarray,
   n_best: int,
   max_answer_length: int,
 ) -> Iterable[tuple[float, int, int]]:
-  """(score, start_char, end_char) of every valid span among one window's top start and end tokens."""
-  starts, ends = _top(start_logits, n_best), _top(end_logits, n_best)
+  """(score, start_char, end_char) of every valid span among one window's top start and end tokens
+  (ranked among its real tokens: `real` is its attention mask)."""
+  tokens = np.flatnonzero(real)
+  starts, ends = tokens[_top(start_logits[tokens], n_best)], tokens[_top(end_logits[tokens], n_best)]
   is_context = offsets[:, 0] >= 0
   valid = (
     (is_context[starts] & max_context[starts])[:, None]
@@ -582,7 +585,10 @@ def postprocess(
   whitespace-split context heuristically, the answer is the exact slice of the context between the
   first token's first character and the last token's last character: accents, case, unicode
   punctuation and inner whitespace come out as written. Candidates are distinct character spans (the
-  reference merges equal texts at different places).
+  reference merges equal texts at different places). The n_best tokens are ranked among the window's real
+  tokens: the reference ranks its padding too, whose logits (never an answer) can push real candidates out
+  of the n_best, so its answers depend on how far a window is padded; here they do not (evaluation and the
+  Predictor cut batches to different widths).
   """
   start_logits = np.asarray(start_logits, np.float32)
   end_logits = np.asarray(end_logits, np.float32)
@@ -614,6 +620,7 @@ def postprocess(
         end_logits[r],
         features.offsets[r],
         features.max_context[r],
+        features.attention_mask[r],
         n_best,
         max_answer_length,
       ):

@@ -1,4 +1,5 @@
-"""Inference over many texts at once: rows run longest first, each batch padded to its own length bucket.
+"""Inference over many texts at once (the Predictor, `encode()`, the fine-tuning runner's evaluation): rows
+run longest first, each batch padded to its own length bucket.
 
 Padding every batch to the longest text of a call makes a call of short sentences with one long review pay
 for the review in every batch. Here rows are sorted by real length (stable, longest first), cut into batches
@@ -27,13 +28,14 @@ def run_by_length(
   forward: Callable[..., dict],
   token_level: Collection[str] = (),
   fill: float = 0.0,
+  out_width: int | None = None,
 ) -> dict[str, np.ndarray]:
   """forward(input_ids, attention_mask, token_type_ids) over length-sorted, bucketed batches.
 
   features: (rows, ..., width) arrays (a middle axis, e.g. multiple-choice endings, is kept); a row's real
   length is its attention mask's largest sum. forward returns a dict of arrays whose first axis is the batch;
-  the outputs named in `token_level` have the length as their second axis and come back at the longest
-  batch's width, the columns a shorter batch did not compute set to `fill`. Outputs are float32 numpy.
+  the outputs named in `token_level` have the length as their second axis and come back at `out_width` (by
+  default the longest batch's), the columns a batch did not compute set to `fill`. Outputs are float32 numpy.
   """
   ids = features["input_ids"]
   n, width = ids.shape[0], ids.shape[-1]
@@ -53,7 +55,7 @@ def run_by_length(
   out = {}
   for name, pieces in parts.items():
     if name in token_level:
-      full = pieces[0].shape[1]  # the first batch holds the longest rows
+      full = out_width or pieces[0].shape[1]  # the first batch holds the longest rows
       pieces = [
         np.pad(p, [(0, 0), (0, full - p.shape[1])] + [(0, 0)] * (p.ndim - 2), constant_values=fill)
         for p in pieces

@@ -29,6 +29,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 from bert_jax import (
+  batching,
   checkpointing,
   distributed,
   files,
@@ -184,23 +185,46 @@ def make_predict_step(model, kind: str, mesh, rules, param_shardings):
 
 
 def predict_outputs(
-  predict_step, params, features: dict[str, np.ndarray], batch_size: int, mesh, packed_kind: str = ""
+  predict_step,
+  params,
+  features: dict[str, np.ndarray],
+  batch_size: int,
+  mesh,
+  kind: str,
+  packed: bool = False,
 ):
-  """The model's outputs for every row of `features`, in order, as numpy arrays. With `packed_kind`
-  (the task kind), the examples are packed into rows first and the outputs read back per example."""
+  """The model's outputs for every row of `features`, in order, as numpy arrays (token-level ones at the
+  features' width). Unpacked, rows run longest first and each batch is cut to its own length bucket
+  (`batching.run_by_length`), so short examples do not pay for max_seq_length; `packed` packs the
+  examples into full rows first (`data.packing`, the task `kind` says how) and reads the outputs back
+  per example."""
   inputs = {k: v for k, v in features.items() if k in train_state.MODEL_INPUTS}
-  if packed_kind:
-    length = inputs["input_ids"].shape[1]
+  length = inputs["input_ids"].shape[-1]
+  if packed:
     per_row = packing.per_row_limit(inputs["attention_mask"].sum(1), length)
-    packed = pack_rows(inputs, packed_kind, per_row)
-    inputs = {k: v for k, v in packed.batch.items() if k != "valid"}
-    outputs = predict_outputs(predict_step, params, inputs, batch_size, mesh)
-    if packed_kind == "tagging":
-      return {k: packing.unpack_tokens(packed, v, length) for k, v in outputs.items()}
-    if packed_kind == "span":
-      return {k: packing.unpack_tokens(packed, v, length, fill=_SPAN_FILL) for k, v in outputs.items()}
-    return {k: packing.unpack_examples(packed, v) for k, v in outputs.items()}
-  inputs.update({k: v for k, v in features.items() if k in train_state.OPTIONAL_MODEL_INPUTS})
+    rows = pack_rows(inputs, kind, per_row)
+    outputs = _predict_full_rows(
+      predict_step, params, {k: v for k, v in rows.batch.items() if k != "valid"}, batch_size, mesh
+    )
+    if kind == "tagging":
+      return {k: packing.unpack_tokens(rows, v, length) for k, v in outputs.items()}
+    if kind == "span":
+      return {k: packing.unpack_tokens(rows, v, length, fill=_SPAN_FILL) for k, v in outputs.items()}
+    return {k: packing.unpack_examples(rows, v) for k, v in outputs.items()}
+  mine = sharding.process_rows(mesh, batch_size)
+
+  def forward(*arrays):
+    batch = {k: v[mine] for k, v in zip(batching.KEYS, arrays)}
+    return jax.device_get(predict_step(params, sharding.global_batch(batch, mesh)))
+
+  token_level = OUTPUT_KEYS.get(kind, ("logits",)) if kind in ("tagging", "span") else ()
+  fill = _SPAN_FILL if kind == "span" else 0.0
+  return batching.run_by_length(inputs, batch_size, forward, token_level, fill, out_width=length)
+
+
+def _predict_full_rows(predict_step, params, inputs: dict[str, np.ndarray], batch_size: int, mesh):
+  """Outputs of rows that run as they are (packed rows: full and carrying their own position and
+  segment ids), in order, the last batch padded with empty rows."""
   n = len(inputs["input_ids"])
   rows = sharding.process_rows(mesh, batch_size)
   chunks: dict[str, list] = {}
@@ -266,7 +290,8 @@ def evaluate_all(config, data, predict_step, params, mesh) -> dict[str, float]:
       eval_set.features,
       config.eval_batch_size,
       mesh,
-      packed_kind=data.kind if config.data.packing else "",
+      data.kind,
+      packed=config.data.packing,
     )
     for k, v in score(config, data, eval_set, outputs).items():
       results[k if i == 0 else f"{eval_set.name}/{k}"] = v

@@ -198,8 +198,52 @@ def test_packed_span_loss_and_grads_equal_each_example_alone():
 
 
 @pytest.mark.parametrize("kind", ["classification", "tagging", "span"])
+def test_unpacked_evaluation_runs_length_buckets_and_answers_as_full_rows(kind):
+  """Unpacked, finetune.predict_outputs runs rows longest first, each batch cut to its own length bucket:
+  every example's outputs equal those of the whole set run at full width in one batch, in input order."""
+  from bert_jax import finetune, sharding
+  from configs import common
+
+  rng = np.random.default_rng(1)
+  width, n = 80, 23
+  lengths = rng.integers(3, 33, n)
+  lengths[rng.choice(n, 5, replace=False)] = rng.integers(65, width + 1, 5)  # 5 long rows among short
+  f = _features(n, width)
+  f["attention_mask"] = (np.arange(width)[None] < lengths[:, None]).astype(np.int32)
+  f["input_ids"] = f["input_ids"] * f["attention_mask"]
+  f["token_type_ids"] = f["token_type_ids"] * f["attention_mask"]
+  config = BertConfig(
+    vocab_size=99, hidden_size=32, num_layers=2, num_heads=4, mlp_dim=64, max_position_embeddings=width
+  )
+  model = task_model(config, kind, 3)
+  params = nn.meta.unbox(model.init(jax.random.key(0), jnp.asarray(f["input_ids"][:2])))["params"]
+  mesh, _ = sharding.from_config(common.mesh_config("dp"))
+  keys = ("start_logits", "end_logits") if kind == "span" else ("logits",)
+  jitted = jax.jit(lambda p, batch: {k: _apply(model, p, batch)[k] for k in keys})
+  widths = []
+
+  def step(p, batch):
+    widths.append(batch["input_ids"].shape[1])
+    return jitted(p, batch)
+
+  features = {k: f[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+  batch_size = 2 * sharding.data_parallel_size(mesh)  # 16 rows: the long rows' batch, then a short one
+  got = finetune.predict_outputs(step, params, features, batch_size, mesh, kind)
+  assert sorted(set(widths)) == [32, width]
+  want = jitted(params, {k: jnp.asarray(v) for k, v in features.items()})
+  real = f["attention_mask"].astype(bool)
+  for k in keys:
+    assert got[k].shape == want[k].shape
+    if kind == "classification":
+      np.testing.assert_allclose(got[k], want[k], atol=2e-5)
+    else:
+      np.testing.assert_allclose(got[k][real], np.asarray(want[k])[real], atol=2e-5)
+
+
+@pytest.mark.parametrize("kind", ["classification", "tagging", "span"])
 def test_evaluation_outputs_of_packed_rows_read_back_per_example(kind):
-  """finetune.predict_outputs with packing returns each example's outputs in input order, as unpacked."""
+  """finetune.predict_outputs with packing returns each example's outputs in input order, as unpacked
+  (the unpacked ones are checked against full-width rows in the test below)."""
   from bert_jax import finetune, sharding
   from configs import common
 
@@ -211,8 +255,8 @@ def test_evaluation_outputs_of_packed_rows_read_back_per_example(kind):
   step = jax.jit(lambda p, batch: {key: _apply(model, p, batch)[key]})
   features = {k: f[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
   batch_size = 2 * sharding.data_parallel_size(mesh)
-  plain = finetune.predict_outputs(step, params, features, batch_size, mesh)[key]
-  packed = finetune.predict_outputs(step, params, features, batch_size, mesh, packed_kind=kind)[key]
+  plain = finetune.predict_outputs(step, params, features, batch_size, mesh, kind)[key]
+  packed = finetune.predict_outputs(step, params, features, batch_size, mesh, kind, packed=True)[key]
   assert packed.shape == plain.shape
   if kind in ("tagging", "span"):
     real = f["attention_mask"].astype(bool)

@@ -36,9 +36,23 @@ def zeros_init(axes):
   return nn.with_logical_partitioning(nn.initializers.zeros_init(), axes)
 
 
+def gelu_exact(x: Array) -> Array:
+  """GELU as BERT and PyTorch write it, x/2 (1 + erf(x/√2)).
+
+  The select is a no-op (erf(NaN) is NaN): it keeps XLA's CPU backend from pulling GELU into the next
+  matmul's YNNPACK fusion, where it runs slower, so GELU and the bias add before it become one loop. In
+  all-MiniLM-L6-v2's forward at 32 x 128 that loop takes 13 ms against 41 ms for `jax.nn.gelu`'s erfc form
+  (an add and an erfc loop); plain erf without the select is slower still (experiments/benchmarks/README.md).
+  """
+  y = 0.5 * x * (1.0 + jax.lax.erf(x * 0.7071067811865476))
+  return jnp.where(x != x, x, y)
+
+
 def activation(config: BertConfig):
   # BERT's original GELU is exact (erf); "gelu_new" checkpoints use the tanh approximation.
-  return functools.partial(jax.nn.gelu, approximate=config.activation == "gelu_tanh")
+  if config.activation == "gelu_tanh":
+    return functools.partial(jax.nn.gelu, approximate=True)
+  return gelu_exact
 
 
 def constrain(x: Array, axes) -> Array:

@@ -41,6 +41,7 @@ import bert_jax  # noqa: E402
 bert_jax.hostmem.keep_freed_memory()  # as the runner does, before JAX starts its threads
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
+import optax  # noqa: E402
 
 from bert_jax import finetune, sharding, train_state  # noqa: E402
 from bert_jax.data import finetune_data  # noqa: E402
@@ -95,8 +96,6 @@ def main(argv=None):
   eval_set = data.evals[0]
   mesh, rules = sharding.from_config(common.mesh_config("dp"))
   model = task_model(loaded.config, data.kind, len(data.labels))
-  import optax
-
   state, shardings = train_state.create_train_state(model, optax.identity(), mesh, rules, seed=config.seed)
   shared = finetune.Shared(config.init_from, loaded.config, jax.device_get(loaded.params["bert"]), None, data)
   params = finetune._init_params(state, shared).params

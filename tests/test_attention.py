@@ -105,6 +105,29 @@ def test_reference_kernel_matches_numpy(packed, window):
     np.testing.assert_allclose(_real(got, valid), _real(want, valid), atol=1e-5)
 
 
+@pytest.mark.parametrize("packed", [False, True])
+def test_long_inference_attention_runs_in_query_blocks_and_matches_numpy(packed, monkeypatch):
+  """Past twice `_QUERY_BLOCK` tokens, CPU inference attention loops over blocks of query rows (a length
+  that is no multiple of the block pads the last one): the same values as numpy, with ALiBi, a window,
+  packing and padding, and the loop is really there."""
+  monkeypatch.setattr(attention, "_QUERY_BLOCK", 32)
+  length = 150  # five blocks of 32, the last with 10 real rows
+  q, k, v, valid, segments = _random_qkv(seed=3, length=length, kv_heads=4)
+  valid[1, 131:] = False
+  segments[0, 70:] = 2
+  segments[1, 40:131] = 3
+  segments[1, 131:] = 0
+  segments = segments if packed else None
+  slopes = positions.alibi_slopes(4)
+  bias = -slopes[:, None, None] * np.abs(np.arange(length)[:, None] - np.arange(length)[None])[None]
+  tokens = attention.tokens(jnp.asarray(valid), None if segments is None else jnp.asarray(segments))
+  for (b, fn), window in itertools.product(((None, None), (bias, positions.alibi_bias(slopes))), (None, 20)):
+    run = functools.partial(attention.xla_attention, bias=fn, window=window, deterministic=True)
+    assert "scan[" in str(jax.make_jaxpr(run)(q, k, v, tokens))
+    want = _numpy_attention(q, k, v, valid, segments, b, window)
+    np.testing.assert_allclose(_real(run(q, k, v, tokens), valid), _real(want, valid), atol=1e-5)
+
+
 def test_a_query_with_no_visible_key_attends_uniformly_and_stays_finite():
   """The padding of a packed row (segment 0) sees no key: the mask, an additive bias of float32's lowest,
   must leave its scores all equal (softmax: uniform over every key), never -inf or NaN, in both layouts,

@@ -192,19 +192,22 @@ def xla_attention(
   the matmul (which made head_dim 32 models 20% slower). Inference (`deterministic`) moves the heads
   first before the two products — Q (b, h, q, d) @ K (b, h, d, k), P (b, h, q, k) @ V (b, h, k, d),
   plain batched matmuls — which made CPU forward passes 1.03-1.21x faster but training steps 0.94-0.99x
-  (their gradients), so training keeps the einsums over the (b, q, h, d) projections."""
+  (their gradients), so training keeps the einsums over the (b, q, h, d) projections. On CPU, rows longer
+  than 256 tokens run the inference attention in blocks of query rows (`_query_blocks`)."""
   batch, length, kv_heads, group, depth = _grouped(query, key)
   q = query / jnp.sqrt(depth).astype(query.dtype)
   index = jnp.arange(length)
-  mask = visible(tokens.valid, tokens.segments, tokens.segments, index, index, window)
-  heads_first = group == 1 and deterministic
-  if heads_first:
-    q = jnp.transpose(q, (0, 2, 1, 3))
+  if group == 1 and deterministic:
     key = jnp.transpose(key, (0, 2, 3, 1))
     value = jnp.transpose(value, (0, 2, 1, 3))
-    scores_spec, context_spec, shape = "bhqd,bhdk->bhqk", "bhqk,bhkd->bhqd", (kv_heads, length, length)
-    mask = mask[:, None]
-  elif group == 1:
+    if length > 2 * _QUERY_BLOCK and jax.default_backend() == "cpu":
+      return _query_blocks(q, key, value, tokens, bias, window)
+    context = _heads_first(
+      jnp.transpose(q, (0, 2, 1, 3)), key, value, tokens, tokens.segments, bias, window, index
+    )
+    return jnp.transpose(context, (0, 2, 1, 3))  # back to the projections' (b, q, h, d)
+  mask = visible(tokens.valid, tokens.segments, tokens.segments, index, index, window)
+  if group == 1:
     scores_spec, context_spec, shape = "bqhd,bkhd->bhqk", "bhqk,bkhd->bqhd", (kv_heads, length, length)
     mask = mask[:, None]
   else:
@@ -217,22 +220,67 @@ def xla_attention(
   scores = jnp.einsum(scores_spec, q, key).astype(jnp.float32)
   if bias is not None:
     scores = scores + bias(index, index).reshape(shape)
-  # The mask as an additive bias, 0 or float32's lowest, made at the mask's own (small) shape: a select
-  # of the (q, k) scores keeps XLA's CPU backend from fusing the two products and the softmax into one
-  # kernel, which the bias allows (3.5x faster attention at MiniLM's shape, BENCHMARKS.md). A masked
-  # score rounds to the bias exactly (|score| is far below the bias's ulp, 2^103), so a query with no
-  # visible key (padding of a packed row) sees all-equal scores: uniform, as softmax.
+  # The mask as an additive bias (see _heads_first).
   scores = scores + jnp.where(mask, 0.0, jnp.finfo(jnp.float32).min).astype(jnp.float32)
   weights = jnp.exp(scores - jax.lax.stop_gradient(scores.max(axis=-1, keepdims=True)))
   total = weights.sum(axis=-1)
   weights = dropout_lib.dropout(weights, dropout_rate, dropout_rng, deterministic)
   context = jnp.einsum(context_spec, weights.astype(value.dtype), value)
-  if heads_first:  # (b, h, q, d) / (b, h, q, 1), then back to the projections' (b, q, h, d)
-    context = (context.astype(jnp.float32) / total[..., None]).astype(context.dtype)
-    return jnp.transpose(context, (0, 2, 1, 3))
   # total: (b, h, q) or (b, k, g, q) -> the context's (b, q, h) or (b, q, k, g)
   total = jnp.moveaxis(total, -1, 1)[..., None]
   return (context.astype(jnp.float32) / total).astype(context.dtype).reshape(query.shape)
+
+
+# Query rows per block of the blocked CPU inference attention (`_query_blocks`).
+_QUERY_BLOCK = 128
+
+
+def _heads_first(q, key, value, tokens, segments_q, bias, window, q_index):
+  """Inference attention of queries q (b, h, q, d) at positions q_index against all keys, as two plain
+  batched matmuls: keys (b, h, d, k), values (b, h, k, d); returns the context (b, h, q, d)."""
+  k_index = jnp.arange(key.shape[-1])
+  scores = jnp.einsum("bhqd,bhdk->bhqk", q, key).astype(jnp.float32)
+  if bias is not None:
+    scores = scores + bias(q_index, k_index)
+  # The mask as an additive bias, 0 or float32's lowest, made at the mask's own (small) shape: a select
+  # of the (q, k) scores keeps XLA's CPU backend from fusing the two products and the softmax into one
+  # kernel, which the bias allows (3.5x faster attention at MiniLM's shape, BENCHMARKS.md). A masked
+  # score rounds to the bias exactly (|score| is far below the bias's ulp, 2^103), so a query with no
+  # visible key (padding of a packed row) sees all-equal scores: uniform, as softmax.
+  mask = visible(tokens.valid, segments_q, tokens.segments, q_index, k_index, window)[:, None]
+  scores = scores + jnp.where(mask, 0.0, jnp.finfo(jnp.float32).min).astype(jnp.float32)
+  weights = jnp.exp(scores - jax.lax.stop_gradient(scores.max(axis=-1, keepdims=True)))
+  context = jnp.einsum("bhqk,bhkd->bhqd", weights.astype(value.dtype), value)
+  return (context.astype(jnp.float32) / weights.sum(axis=-1)[..., None]).astype(context.dtype)
+
+
+def _query_blocks(q, key, value, tokens, bias, window):
+  """`_heads_first` over blocks of `_QUERY_BLOCK` query rows in a loop (lax.map), for long rows on CPU.
+
+  The blocks keep the attention's temporaries small: at 512 tokens a layer's scores are 12 MiB per batch row,
+  and glibc's default allocator returns blocks that large to the kernel when they are freed, so every call
+  page-faulted them in again (BERT-base forward at 2 x 512: 661 MiB of minor faults per call, 59 MiB with
+  blocks of 128 rows). Separate processes, glibc's defaults (what `import bert_jax` leaves): BERT-base forward
+  2 x 512 and 8 x 384 1.15-1.27x faster, MiniLM 8 x 512 1.6x; with freed memory kept (`hostmem`, the runner)
+  0.91-1.13x (BENCHMARKS.md). Blocks were slower at 256 tokens, hence the threshold. Queries
+  (b, length, h, d) are padded to whole blocks (padded rows are dropped); returns (b, length, h, d)."""
+  batch, length, heads, depth = q.shape
+  blocks = -(-length // _QUERY_BLOCK)
+  extra = blocks * _QUERY_BLOCK - length
+  q = jnp.pad(q, ((0, 0), (0, extra), (0, 0), (0, 0))).reshape(batch, blocks, _QUERY_BLOCK, heads, depth)
+  segments = tokens.segments
+  if segments is not None:
+    segments = jnp.pad(segments, ((0, 0), (0, extra)), constant_values=-1)
+    segments = segments.reshape(batch, blocks, _QUERY_BLOCK).transpose(1, 0, 2)
+  index = jnp.arange(blocks * _QUERY_BLOCK).reshape(blocks, _QUERY_BLOCK)
+
+  def block(args):
+    q_block, segments_q, q_index = args
+    return _heads_first(q_block, key, value, tokens, segments_q, bias, window, q_index)
+
+  context = jax.lax.map(block, (q.transpose(1, 0, 3, 2, 4), segments, index))  # (blocks, b, h, rows, d)
+  context = context.transpose(1, 0, 3, 2, 4).reshape(batch, blocks * _QUERY_BLOCK, heads, depth)
+  return context[:, :length]
 
 
 @register_kernel("chunked")

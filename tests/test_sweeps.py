@@ -420,3 +420,29 @@ def test_scaling_records_are_checked(tmp_path):
   with pytest.raises(sweeps.SweepError, match=r"bench.json\[1\]"):
     sweeps.write_scaling(sweeps.read_scaling([str(bad)]), str(tmp_path))
   assert not (tmp_path / "scaling.md").exists()
+
+
+def test_scaling_script_measures_resident_memory_in_fresh_processes(tmp_path):
+  """experiments/attention_study/scaling.py --memory rss: each variant's peak is the resident-set growth over
+  its first call in a fresh process (the buffers XLA's own accounting cannot see included), and the record
+  says which memory it is."""
+  script = os.path.join(ROOT, "experiments", "attention_study", "scaling.py")
+  out = tmp_path / "scaling"
+  args = [
+    "--out",
+    str(out),
+    "--lengths",
+    "512",
+    "--variants",
+    "dense,linear",
+    "--repeats",
+    "1",
+    "--memory",
+    "rss",
+  ]
+  subprocess.run([sys.executable, script, *args], check=True, capture_output=True, cwd=str(tmp_path))
+  records = json.loads((out / "scaling.json").read_text())
+  assert [(r["attention"], r["status"]) for r in records] == [("dense", "ok"), ("linear", "ok")]
+  assert all(isinstance(r["peak_bytes"], int) and r["peak_bytes"] >= 0 for r in records)
+  assert json.loads((out / "scaling.meta.json").read_text())["memory"] == "rss"
+  assert "memory: rss" in (out / "scaling.md").read_text()

@@ -262,8 +262,11 @@ def _query_blocks(q, key, value, tokens, bias, window):
   page-faulted them in again (BERT-base forward at 2 x 512: 661 MiB of minor faults per call, 59 MiB with
   blocks of 128 rows). Separate processes, glibc's defaults (what `import bert_jax` leaves): BERT-base forward
   2 x 512 and 8 x 384 1.15-1.27x faster, MiniLM 8 x 512 1.6x; with freed memory kept (`hostmem`, the runner)
-  0.91-1.13x (BENCHMARKS.md). Blocks were slower at 256 tokens, hence the threshold. Queries
-  (b, length, h, d) are padded to whole blocks (padded rows are dropped); returns (b, length, h, d)."""
+  0.91-1.13x (BENCHMARKS.md). Memory grows linearly with the length instead of quadratically: XLA's CPU
+  backend ran the unblocked attention as one library kernel holding every head's whole score matrix (one
+  4-head layer at 8,192 tokens: 2,098 MiB resident, 99 MiB blocked). Blocks were slower at 256 tokens, hence
+  the threshold. Queries (b, length, h, d) are padded to whole blocks (padded rows are dropped); returns
+  (b, length, h, d)."""
   batch, length, heads, depth = q.shape
   blocks = -(-length // _QUERY_BLOCK)
   extra = blocks * _QUERY_BLOCK - length

@@ -22,7 +22,7 @@ train_wordpiece(sys.argv[1], vocab_size=6000, lowercase=True).save(sys.argv[2])'
 fi
 "$PY" -m bert_jax.sweeps run "$STUDY/sweep.py" --root "$OUT" --quiet -- \
   --config.data.vocab="$OUT/vocab" --config.data.data_dir="$OUT/data"
-"$PY" "$STUDY/scaling.py" --out "$OUT/scaling/forward" --mode forward --lengths 128,256,512,1024,2048,4096,8192
-"$PY" "$STUDY/scaling.py" --out "$OUT/scaling/train" --mode train --lengths 128,256,512,1024,2048,4096
+"$PY" "$STUDY/scaling.py" --out "$OUT/scaling/forward" --mode forward --lengths 128,256,512,1024,2048,4096,8192 --memory rss
+"$PY" "$STUDY/scaling.py" --out "$OUT/scaling/train" --mode train --lengths 128,256,512,1024,2048,4096 --memory rss
 "$PY" -m bert_jax.sweeps report "$STUDY/sweep.py" --root "$OUT"
 echo "study done: $OUT/report/results.md, $OUT/scaling/forward/scaling.md, $OUT/scaling/train/scaling.md"

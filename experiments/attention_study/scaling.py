@@ -1,14 +1,17 @@
 """Time and peak memory of one encoder layer against sequence length, per attention variant and kernel.
 
     python experiments/attention_study/scaling.py --out DIR [--lengths 128,256,...,8192]
-        [--mode forward|train] [--repeats 5]
+        [--mode forward|train] [--repeats 5] [--memory xla|rss]
 
 One bert_jax EncoderBlock (hidden 256, 4 heads of 64, MLP 1024, float32, batch 1) per variant. Time is the
 median of `--repeats` calls after a warm-up call, interleaved across variants at each length so that a
-noisy machine slows all of them alike. Peak memory is XLA's own accounting of the compiled call: arguments
-+ outputs + temporaries (`Compiled.memory_analysis()`), so it is exact for what XLA allocates and does not
-depend on the allocator or on other processes. `train` times the forward and backward pass (gradients of
-the sum of outputs with respect to the layer's parameters and input).
+noisy machine slows all of them alike. Peak memory (`--memory`): `xla` is XLA's own accounting of the compiled
+call, arguments + outputs + temporaries (`Compiled.memory_analysis()`): independent of the allocator and of
+other processes, but blind to the buffers that library kernels XLA calls allocate for themselves (XLA's CPU
+backend runs a fused attention as one YNNPACK kernel whose score matrix it does not see); `rss` runs each
+variant and length once more in a fresh process and records how far the process's resident set rose above
+its level before the first call (Linux): what the call really took from the machine. `train` times the
+forward and backward pass (gradients of the sum of outputs with respect to the layer's parameters and input).
 
 Writes DIR/scaling.json, a list of {"attention", "seq_len", "ms", "peak_bytes", "status", "mode"} records (the
 format `python -m bert_jax.sweeps report --scaling` reads), DIR/scaling.meta.json (command, machine, date,
@@ -21,6 +24,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import subprocess
 import sys
 import time
 
@@ -74,7 +78,47 @@ def layer_call(config: BertConfig, length: int, mode: str):
   return (lambda: jax.block_until_ready(compiled(params, x))), peak
 
 
-def measure(lengths, names, mode, repeats, max_bytes):
+def rss_growth(name: str, length: int, mode: str) -> int:
+  """Bytes the resident-set high-water mark grows over the first call of one variant, in a fresh process."""
+  probe = [
+    sys.executable,
+    os.path.abspath(__file__),
+    "--out",
+    os.devnull,
+    "--probe",
+    f"{name}:{length}:{mode}",
+  ]
+  done = subprocess.run(probe, capture_output=True, text=True)
+  if done.returncode != 0:
+    raise RuntimeError(f"memory probe {name} at {length} ({mode}) failed: {done.stderr.strip()[-500:]}")
+  return int(done.stdout.strip().splitlines()[-1])
+
+
+def _status_kib(field: str) -> int:
+  with open("/proc/self/status") as f:
+    for line in f:
+      if line.startswith(field + ":"):
+        return int(line.split()[1])
+  raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def _probe(spec: str) -> None:
+  """Print the peak resident-set growth over one call: the kernel's high-water mark (VmHWM) is reset to the
+  current resident set (writing 5 to /proc/self/clear_refs, Linux) after compiling, so compilation's own peak
+  does not hide the call's."""
+  name, length, mode = spec.split(":")
+  call, _ = layer_call(LAYER.replace(**VARIANTS[name]), int(length), mode)
+  try:
+    with open("/proc/self/clear_refs", "w") as f:
+      f.write("5")
+  except OSError as e:
+    raise SystemExit(f"--memory rss needs Linux's /proc/self/clear_refs to reset the peak resident set: {e}")
+  before = _status_kib("VmRSS")
+  call()
+  print(1024 * (_status_kib("VmHWM") - before))
+
+
+def measure(lengths, names, mode, repeats, max_bytes, memory="xla"):
   records = []
   for length in lengths:
     calls = {}
@@ -107,6 +151,8 @@ def measure(lengths, names, mode, repeats, max_bytes):
         times.append(time.perf_counter() - start)
     for name, (call, peak, times) in calls.items():
       ms = 1e3 * float(np.median(times))
+      if memory == "rss":
+        peak = rss_growth(name, length, mode)
       records.append(dict(attention=name, seq_len=length, ms=ms, peak_bytes=int(peak), status="ok"))
       print(f"{mode} L={length:5d} {name:8s} {ms:10.2f} ms  {peak / 2**20:9.1f} MiB", flush=True)
   for r in records:
@@ -126,7 +172,16 @@ def main(argv=None):
   parser.add_argument(
     "--max-gib", type=float, default=8.0, help="skip calls XLA says need more memory than this"
   )
+  parser.add_argument(
+    "--memory",
+    choices=("xla", "rss"),
+    default="xla",
+    help="peak memory as XLA accounts it, or as the process's resident set grows (one fresh process each)",
+  )
+  parser.add_argument("--probe", help=argparse.SUPPRESS)  # internal: NAME:LENGTH:MODE, for --memory rss
   args = parser.parse_args(argv)
+  if args.probe:
+    return _probe(args.probe)
   names = [n for n in args.variants.split(",") if n]
   unknown = sorted(set(names) - set(VARIANTS))
   if unknown:
@@ -135,7 +190,7 @@ def main(argv=None):
     lengths = [int(n) for n in args.lengths.split(",") if n]
   except ValueError:
     parser.error(f"--lengths={args.lengths!r}: expected comma-separated integers")
-  records = measure(lengths, names, args.mode, args.repeats, args.max_gib * 2**30)
+  records = measure(lengths, names, args.mode, args.repeats, args.max_gib * 2**30, args.memory)
   files.write_json(os.path.join(args.out, "scaling.json"), records)
   meta = dict(
     command=" ".join(["python", "experiments/attention_study/scaling.py"] + (argv or sys.argv[1:])),
@@ -143,11 +198,14 @@ def main(argv=None):
     jax=jax.__version__,
     date=time.strftime("%Y-%m-%d"),
     layer=dict(hidden=LAYER.hidden_size, heads=LAYER.num_heads, mlp=LAYER.mlp_dim, batch=1, dtype="float32"),
+    memory=args.memory,
     variants={n: VARIANTS[n] for n in names},
   )
   files.write_json(os.path.join(args.out, "scaling.meta.json"), meta)
   sweeps.write_scaling(
-    records, args.out, source=f"{meta['command']} ({meta['machine']}, {meta['date']}, {args.mode})"
+    records,
+    args.out,
+    source=f"{meta['command']} ({meta['machine']}, {meta['date']}, {args.mode}; memory: {args.memory})",
   )
   print(f"wrote {args.out}/scaling.json, scaling.md, scaling.png")
 

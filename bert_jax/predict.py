@@ -136,24 +136,26 @@ def words_from_pieces(
 
 
 def bio_entities(tags: Sequence[str]) -> list[tuple[str, int, int]]:
-  """[(type, first word, last word)] from IOB2 tags; a stray I-X (after O or another type) opens an
-  entity, as conlleval counts it."""
-  entities, current = [], None
+  """[(type, first word, last word)] from chunk tags, IOB1, IOB2 or IOBES (B-, I-, E-, S-), read as conlleval
+  and seqeval read them, which `metrics.entity_scores` scores with: a chunk ends after E- or S-, before B-, S-
+  or O, and where the type changes; it starts at B- or S-, or at an I- or E- that continues no chunk (after O,
+  E-, S- or another type)."""
+  entities, current, prev_prefix = [], None, "O"
   for i, tag in enumerate(list(tags) + ["O"]):
-    prefix, _, kind = tag.partition("-")
-    continues = current is not None and prefix == "I" and kind == current[0]
-    if current is not None and not continues:
+    prefix, _, kind = tag.partition("-") if tag != "O" else ("O", "", "")
+    if current is not None and (prev_prefix in ("E", "S") or prefix in ("B", "S", "O") or kind != current[0]):
       entities.append(tuple(current))
       current = None
-    if prefix in ("B", "I") and not continues:
+    if prefix in ("B", "S") or (prefix in ("I", "E") and current is None):
       current = [kind, i, i]
-    elif continues:
+    elif current is not None:
       current[2] = i
+    prev_prefix = prefix
   return entities
 
 
 def _is_bio(labels: Sequence[str]) -> bool:
-  return any(label.startswith(("B-", "I-")) for label in labels)
+  return any(label.startswith(("B-", "I-", "E-", "S-")) for label in labels)
 
 
 # --- the Predictor -------------------------------------------------------------------------------

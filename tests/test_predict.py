@@ -166,10 +166,28 @@ def test_words_and_entities_keep_character_offsets(tmp_path):
     (["B-PER", "I-PER", "O", "B-LOC"], [("PER", 0, 1), ("LOC", 3, 3)]),
     (["I-PER", "I-PER", "B-PER", "I-LOC"], [("PER", 0, 1), ("PER", 2, 2), ("LOC", 3, 3)]),
     (["O", "O"], []),
+    # IOBES: E- and S- close a chunk; an I- or E- after them opens one.
+    (["B-PER", "E-PER", "S-PER", "I-PER", "E-PER"], [("PER", 0, 1), ("PER", 2, 2), ("PER", 3, 4)]),
+    (
+      ["S-LOC", "E-LOC", "B-ORG", "I-ORG", "E-LOC"],
+      [("LOC", 0, 0), ("LOC", 1, 1), ("ORG", 2, 3), ("LOC", 4, 4)],
+    ),
   ],
 )
 def test_bio_entities_hand_worked(tags, chunks):
   assert bio_entities(tags) == chunks
+
+
+def test_bio_entities_read_chunks_as_seqeval_does():
+  """Random IOB1, IOB2 and IOBES sequences, ill-formed ones included: the Predictor's entities are the chunks
+  that seqeval (and so `metrics.entity_scores`) reads from the same tags."""
+  from seqeval.metrics.sequence_labeling import get_entities
+
+  rng = np.random.default_rng(0)
+  tags = ["O"] + [f"{prefix}-{kind}" for prefix in "BIES" for kind in ("PER", "LOC")]
+  for _ in range(2000):
+    sequence = [tags[k] for k in rng.integers(0, len(tags), rng.integers(0, 12))]
+    assert bio_entities(sequence) == [tuple(chunk) for chunk in get_entities(sequence)], sequence
 
 
 def test_span_answer_is_the_best_valid_span_in_exact_context_characters(tmp_path):

@@ -14,6 +14,7 @@ BertForMultipleChoice), whose config.json names the architecture and labels.
 CLI, JSON lines in and out (a plain line is {"text": line}):
 
     python -m bert_jax.predict --model DIR FILE|-
+    python -m bert_jax.predict --model DIR --save-hf OUT   # as a HuggingFace BertFor<Task> folder
 
   classification / regression / tagging: {"text": ..., "pair": ...}
   span QA:                               {"question": ..., "context": ...}
@@ -39,6 +40,12 @@ HF_ARCHITECTURES = {
   "BertForTokenClassification": "tagging",
   "BertForQuestionAnswering": "span",
   "BertForMultipleChoice": "choice",
+}
+
+
+# The architecture each task is saved as (regression: BertForSequenceClassification with one label).
+HF_FOR_KIND = {kind: name for name, kind in HF_ARCHITECTURES.items()} | {
+  "regression": "BertForSequenceClassification"
 }
 
 
@@ -93,12 +100,16 @@ def _read_huggingface(path: str):
       f"{sorted(HF_ARCHITECTURES)} (use bert_jax.from_pretrained for a bare encoder)"
     )
   kind = HF_ARCHITECTURES[architectures[0]]
-  id2label = hf.get("id2label") or {}
-  labels = [str(id2label.get(str(i), id2label.get(i, f"LABEL_{i}"))) for i in range(len(id2label))]
-  if kind == "classification" and (hf.get("problem_type") == "regression" or len(labels) == 1):
-    kind, labels = "regression", []
   config = BertConfig.from_hf_dict(hf, source=config_path)
   state, source = convert.read_hf_weights(path)
+  id2label = hf.get("id2label") or {}
+  # transformers 5 leaves id2label (and num_labels) out of config.json when they are its defaults:
+  # the classifier's rows say how many labels there are.
+  classifier = state.get("classifier.weight")
+  count = len(id2label) or (classifier.shape[0] if classifier is not None else int(hf.get("num_labels", 2)))
+  labels = [str(id2label.get(str(i), id2label.get(i, f"LABEL_{i}"))) for i in range(count)]
+  if kind == "classification" and (hf.get("problem_type") == "regression" or len(labels) == 1):
+    kind, labels = "regression", []
   params = convert.hf_to_params(state, config, source=source)
   max_len = int(hf.get("max_position_embeddings", 512))
   task = {
@@ -374,6 +385,47 @@ class Predictor:
     probs /= probs.sum()
     return {"label": int(logits.argmax()), "probabilities": [round(float(p), 6) for p in probs]}
 
+  def save_pretrained(self, directory: str | os.PathLike) -> str:
+    """Writes the model as a HuggingFace BertFor<Task> folder (config.json with the architecture and the
+    labels, model.safetensors, the tokenizer files) that transformers' AutoModelFor<Task> and this class load
+    as it is. What config.json cannot hold stays behind: the task's max_seq_length and SQuAD settings (the
+    bert_jax export keeps them). A model HuggingFace's BERT cannot compute (another attention, positions,
+    pre-LN, GeGLU, mean or max pooling under a pooled head) is refused with the reason."""
+    import jax
+    from safetensors.numpy import save_file
+
+    from bert_jax import files
+
+    if self.kind in ("classification", "regression", "choice") and self.config.pooling != "cls":
+      raise PredictorError(
+        f"pooling={self.config.pooling!r}: HuggingFace's {HF_FOR_KIND[self.kind]} pools the [CLS] vector "
+        "through a dense + tanh layer; keep this model in bert_jax's own export"
+      )
+    try:
+      hf = self.config.to_hf_dict()
+    except ValueError as e:
+      raise PredictorError(str(e)) from None
+    if self.kind in ("classification", "tagging"):
+      labels = self.labels
+    elif self.kind == "regression":
+      labels = ["LABEL_0"]
+      hf["problem_type"] = "regression"
+    else:  # span: two outputs (start, end); choice: one score per ending, HF's default labels
+      labels = ["LABEL_0", "LABEL_1"]
+    hf.update(
+      architectures=[HF_FOR_KIND[self.kind]],
+      id2label={str(i): label for i, label in enumerate(labels)},
+      label2id={label: i for i, label in enumerate(labels)},
+    )
+    state = convert.params_to_hf(jax.device_get(self.params), self.config)
+    directory = os.fspath(directory)
+    os.makedirs(directory, exist_ok=True)
+    with files.atomic_path(os.path.join(directory, "model.safetensors")) as tmp:
+      save_file(state, tmp, metadata={"format": "pt"})
+    files.write_json(os.path.join(directory, "config.json"), hf)
+    self.tokenizer.save(directory)
+    return directory
+
 
 def _to_jnp(tree):
   import jax
@@ -492,8 +544,23 @@ def main(argv: list[str] | None = None) -> int:
   )
   parser.add_argument("--max-length", type=int, default=None)
   parser.add_argument("--batch-size", type=int, default=32)
-  parser.add_argument("input", help="a text or JSON-lines file, or - for standard input")
+  parser.add_argument(
+    "--save-hf",
+    metavar="DIR",
+    help="write the fine-tuned model as a HuggingFace BertFor<Task> folder to DIR and exit (no input)",
+  )
+  parser.add_argument("input", nargs="?", help="a text or JSON-lines file, or - for standard input")
   args = parser.parse_args(argv)
+  if args.save_hf:
+    try:
+      out = Predictor.from_pretrained(args.model).save_pretrained(args.save_hf)
+    except (OSError, ValueError) as e:
+      print(f"error: {e}", file=sys.stderr)
+      return 2
+    print(f"wrote {out}", file=sys.stderr)
+    return 0
+  if args.input is None:
+    parser.error("give an input file (or - for standard input), or --save-hf DIR")
 
   from bert_jax.pretrained import from_pretrained
 

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from bert_jax import batching
-from bert_jax.predict import Predictor, bio_entities, words_from_pieces
+from bert_jax import batching, convert
+from bert_jax.predict import Predictor, PredictorError, bio_entities, words_from_pieces
 from tests import helpers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -232,3 +232,71 @@ def test_predictor_refuses_wrong_calls(classifier_dir, minilm_dir):
     predictor.answer("q", "c")
   with pytest.raises(ValueError, match="no task head"):
     Predictor.from_pretrained(minilm_dir)
+
+
+@pytest.mark.parametrize(
+  "architecture, overrides",
+  [
+    ("BertForSequenceClassification", dict(num_labels=3, id2label={0: "neg", 1: "neu", 2: "pos"})),
+    ("BertForSequenceClassification", dict(num_labels=1, problem_type="regression")),
+    ("BertForTokenClassification", dict(num_labels=5, id2label=dict(enumerate(NER_LABELS)))),
+    ("BertForQuestionAnswering", {}),
+    ("BertForMultipleChoice", {}),
+  ],
+)
+def test_fine_tuned_model_saved_for_transformers_computes_the_original_logits(
+  tmp_path, architecture, overrides
+):
+  """A fine-tuned model in bert_jax's export, saved with `save_pretrained` (the CLI's --save-hf): transformers
+  loads it with no missing or unexpected weights, keeps its labels and task, and computes the logits of the
+  original transformers model whose weights went HuggingFace -> bert_jax export -> HuggingFace (1e-5)."""
+  import transformers
+
+  from bert_jax.predict import save_task_model
+
+  original = helpers.tiny_hf_folder(str(tmp_path / "hf"), architecture, seed=3, **overrides)
+  first = Predictor.from_pretrained(tmp_path / "hf")
+  params = {k: np.asarray(v) for k, v in convert.flatten(first.params).items()}
+  save_task_model(
+    str(tmp_path / "bert_jax"), first.config, convert.unflatten(params), first.tokenizer, first.task
+  )
+  predictor = Predictor.from_pretrained(tmp_path / "bert_jax")
+  assert predictor.kind == first.kind
+  if architecture == "BertForSequenceClassification" and predictor.kind == "classification":
+    result = _cli(["--model", str(tmp_path / "bert_jax"), "--save-hf", str(tmp_path / "out")])
+    assert result.returncode == 0, result.stderr
+  else:
+    predictor.save_pretrained(tmp_path / "out")
+  loaded, info = getattr(transformers, architecture).from_pretrained(
+    tmp_path / "out", output_loading_info=True
+  )
+  assert not info["missing_keys"] and not info["unexpected_keys"], info
+  assert loaded.config.architectures == [architecture]
+  if "id2label" in overrides:
+    assert loaded.config.id2label == overrides["id2label"]
+  assert (loaded.config.problem_type == "regression") == ("problem_type" in overrides)
+  batch = {k: torch.tensor(v) for k, v in helpers.random_batch(99, 4, 12, seed=5).items()}
+  if architecture == "BertForMultipleChoice":
+    batch = {k: v.reshape(2, 2, 12) for k, v in batch.items()}
+  with torch.no_grad():
+    want, got = original.eval()(**batch), loaded.eval()(**batch)
+  for key in ("start_logits", "end_logits") if architecture == "BertForQuestionAnswering" else ("logits",):
+    np.testing.assert_allclose(got[key].numpy(), want[key].numpy(), atol=1e-5)
+  # And bert_jax reads its own HuggingFace folder back to the same parameters.
+  again = Predictor.from_pretrained(tmp_path / "out")
+  for key, value in convert.flatten(again.params).items():
+    np.testing.assert_array_equal(np.asarray(value), params[key])
+
+
+def test_saving_for_transformers_refuses_what_bert_cannot_compute(tmp_path):
+  helpers.tiny_hf_folder(str(tmp_path / "hf"), "BertForSequenceClassification", num_labels=2)
+  predictor = Predictor.from_pretrained(tmp_path / "hf")
+  # transformers 5 writes no id2label for its default two labels: the classifier's rows count them.
+  assert predictor.kind == "classification" and predictor.labels == ["LABEL_0", "LABEL_1"]
+  predictor.config = predictor.config.replace(pooling="mean")
+  with pytest.raises(PredictorError, match="pooling='mean'.*bert_jax's own export"):
+    predictor.save_pretrained(tmp_path / "out")
+  predictor.config = predictor.config.replace(pooling="cls", norm_position="pre")
+  with pytest.raises(PredictorError, match="not a BERT architecture"):
+    predictor.save_pretrained(tmp_path / "out")
+  assert not (tmp_path / "out" / "model.safetensors").exists()

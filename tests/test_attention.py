@@ -274,6 +274,39 @@ def test_exact_special_cases_equal_dense():
   assert not np.allclose(unscanned, dense, atol=1e-3)
 
 
+def test_modernbert_rope_bases_global_and_local(monkeypatch):
+  """`rope_theta_global`: the global layers of local_global rotate with their own base (ModernBERT: 160,000
+  against 10,000 in the local layers); scanned layers pick it from the traced layer index."""
+  rope = TINY.replace(position_encoding="rope", attention="local_global", attention_window=2, global_every=2)
+  both = rope.replace(rope_theta=10_000.0, rope_theta_global=160_000.0)
+  # One layer: layer 0 is global, so it is the model with the global base everywhere, not the local one.
+  _, params = _hidden(both.replace(num_layers=1))
+  # Queries and keys 30x the initial scale: attention then depends on positions more than rounding does.
+  params = jax.tree_util.tree_map_with_path(
+    lambda path, x: x * 30.0 if any(getattr(k, "key", None) in ("query", "key") for k in path) else x, params
+  )
+  one, _ = _hidden(both.replace(num_layers=1), params)
+  global_only, _ = _hidden(rope.replace(num_layers=1, rope_theta=160_000.0), params)
+  local_only, _ = _hidden(rope.replace(num_layers=1, rope_theta=10_000.0), params)
+  np.testing.assert_allclose(one, global_only, atol=1e-6)
+  assert not np.allclose(one, local_only, atol=1e-3)
+  # Two layers: layer 0 global, layer 1 local, in that order (queries and keys each).
+  seen = []
+  apply_rope = positions.apply_rope
+  monkeypatch.setattr(
+    positions, "apply_rope", lambda x, p, theta: seen.append(float(theta)) or apply_rope(x, p, theta)
+  )
+  unscanned, params = _hidden(both)
+  assert seen == [160_000.0, 160_000.0, 10_000.0, 10_000.0] * 2  # init, then apply
+  monkeypatch.setattr(positions, "apply_rope", apply_rope)
+  scanned, _ = _hidden(both.replace(scan_layers=True), scan_params(params, 2))
+  np.testing.assert_allclose(scanned, unscanned, atol=1e-5)
+  with pytest.raises(ValueError, match="rope_theta_global=160000.0 is the base of the global layers"):
+    TINY.replace(position_encoding="rope", rope_theta_global=160_000.0)
+  with pytest.raises(ValueError, match=r"rope_theta_global=-1.0 \(expected 0, off, or a number above 1\)"):
+    rope.replace(rope_theta_global=-1.0)
+
+
 def test_alibi_with_zero_slopes_equals_no_positions(monkeypatch):
   none, params = _hidden(TINY.replace(position_encoding="none"))
   alibi, _ = _hidden(TINY.replace(position_encoding="alibi"), params)

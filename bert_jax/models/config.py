@@ -59,6 +59,8 @@ class BertConfig:
   num_kv_heads: int = 0  # key/value heads; 0: one per query head (MHA); 1: multi-query; else grouped
   position_encoding: str = "learned"
   rope_theta: float = 10_000.0
+  # local_global with rope: the global layers' base (ModernBERT: 160,000 global, 10,000 local); 0: rope_theta
+  rope_theta_global: float = 0.0
   t5_num_buckets: int = 32
   t5_max_distance: int = 128
   norm_position: str = "post"  # post: LN(x + f(x)) as BERT; pre: x + f(LN(x)) and a final LayerNorm
@@ -109,6 +111,18 @@ class BertConfig:
     ):
       if getattr(self, name) not in allowed:
         problems.append(f"{name}={getattr(self, name)!r} (expected one of {list(allowed)})")
+    if not isinstance(self.rope_theta, (int, float)) or self.rope_theta <= 1:
+      problems.append(f"rope_theta={self.rope_theta!r} (expected a number above 1)")
+    if not isinstance(self.rope_theta_global, (int, float)) or not (
+      self.rope_theta_global == 0 or self.rope_theta_global > 1
+    ):
+      problems.append(f"rope_theta_global={self.rope_theta_global!r} (expected 0, off, or a number above 1)")
+    elif self.rope_theta_global and (self.attention, self.position_encoding) != ("local_global", "rope"):
+      problems.append(
+        f"rope_theta_global={self.rope_theta_global} is the base of the global layers of attention="
+        f"'local_global' with position_encoding='rope'; this config has attention={self.attention!r}, "
+        f"position_encoding={self.position_encoding!r} (set it to 0)"
+      )
     for name in ("dropout_rate", "attention_dropout_rate"):
       if not 0.0 <= getattr(self, name) < 1.0:
         problems.append(f"{name}={getattr(self, name)!r} (expected a value in [0, 1))")

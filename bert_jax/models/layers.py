@@ -180,8 +180,9 @@ class SelfAttention(nn.Module):
     key, value = (constrain(t, ("batch", "length", kv_axis, "kv")) for t in (key, value))
     bias = None
     if c.position_encoding == "rope":
-      query = positions_lib.apply_rope(query, tokens.positions, c.rope_theta)
-      key = positions_lib.apply_rope(key, tokens.positions, c.rope_theta)
+      theta = rope_theta(c, self.layer if self.layer is not None else layer_index)
+      query = positions_lib.apply_rope(query, tokens.positions, theta)
+      key = positions_lib.apply_rope(key, tokens.positions, theta)
     elif c.position_encoding == "alibi":
       bias = positions_lib.alibi_bias(positions_lib.alibi_slopes(c.num_heads))
     elif c.position_encoding == "t5":
@@ -204,6 +205,17 @@ class SelfAttention(nn.Module):
     context = constrain(context, ("batch", "length", "heads", "kv"))
     out = dense(c, c.hidden_size, ("heads", "kv"), ("embed",), name="out")(context)
     return constrain(out, ("batch", "length", "embed"))
+
+
+def rope_theta(config: BertConfig, layer):
+  """The RoPE base of a layer: `rope_theta`, or `rope_theta_global` in the global layers of local_global
+  (ModernBERT's 160,000 against 10,000). `layer` is an int, or traced under scanned layers."""
+  if not config.rope_theta_global:
+    return config.rope_theta
+  is_global = layer % config.global_every == 0
+  if isinstance(layer, int):
+    return config.rope_theta_global if is_global else config.rope_theta
+  return jnp.where(is_global, config.rope_theta_global, config.rope_theta).astype(jnp.float32)
 
 
 class Mlp(nn.Module):

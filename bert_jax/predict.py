@@ -392,9 +392,8 @@ class Predictor:
     bert_jax export keeps them). A model HuggingFace's BERT cannot compute (another attention, positions,
     pre-LN, GeGLU, mean or max pooling under a pooled head) is refused with the reason."""
     import jax
-    from safetensors.numpy import save_file
 
-    from bert_jax import files
+    from bert_jax.pretrained import write_hf_folder
 
     if self.kind in ("classification", "regression", "choice") and self.config.pooling != "cls":
       raise PredictorError(
@@ -417,13 +416,10 @@ class Predictor:
       id2label={str(i): label for i, label in enumerate(labels)},
       label2id={label: i for i, label in enumerate(labels)},
     )
-    state = convert.params_to_hf(jax.device_get(self.params), self.config)
     directory = os.fspath(directory)
-    os.makedirs(directory, exist_ok=True)
-    with files.atomic_path(os.path.join(directory, "model.safetensors")) as tmp:
-      save_file(state, tmp, metadata={"format": "pt"})
-    files.write_json(os.path.join(directory, "config.json"), hf)
-    self.tokenizer.save(directory)
+    write_hf_folder(
+      directory, convert.params_to_hf(jax.device_get(self.params), self.config), hf, self.tokenizer
+    )
     return directory
 
 

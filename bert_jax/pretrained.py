@@ -110,19 +110,12 @@ class PretrainedBert:
   def save_pretrained(self, directory: str | os.PathLike) -> None:
     """Writes a HuggingFace folder (config.json, model.safetensors, vocab.txt, tokenizer config)
     that transformers' BertModel / BertForPreTraining load as it is."""
-    from safetensors.numpy import save_file
-
-    directory = os.fspath(directory)
-    os.makedirs(directory, exist_ok=True)
     params = jax.device_get(self._unscanned_params())
     state = convert.params_to_hf(params, self.config)
     hf_config = self.config.to_hf_dict()
     hf_config["architectures"] = ["BertForPreTraining" if self.has_pretraining_heads else "BertModel"]
     hf_config["tie_word_embeddings"] = True
-    with files.atomic_path(os.path.join(directory, "model.safetensors")) as tmp:
-      save_file(state, tmp, metadata={"format": "pt"})
-    files.write_json(os.path.join(directory, "config.json"), hf_config)
-    self.tokenizer.save(directory)
+    write_hf_folder(os.fspath(directory), state, hf_config, self.tokenizer)
 
   def save(self, directory: str | os.PathLike) -> None:
     """Writes bert_jax's own export: the parameter tree as safetensors plus the full BertConfig
@@ -135,6 +128,18 @@ class PretrainedBert:
     if self.config.scan_layers:
       return unscan_params(self.params, self.config.num_layers)
     return self.params
+
+
+def write_hf_folder(directory: str, state: dict, hf_config: dict, tokenizer) -> None:
+  """A HuggingFace folder: the state dict as model.safetensors (written atomically), config.json and the
+  tokenizer files."""
+  from safetensors.numpy import save_file
+
+  os.makedirs(directory, exist_ok=True)
+  with files.atomic_path(os.path.join(directory, "model.safetensors")) as tmp:
+    save_file(state, tmp, metadata={"format": "pt"})
+  files.write_json(os.path.join(directory, "config.json"), hf_config)
+  tokenizer.save(directory)
 
 
 def write_bert_jax_folder(directory: str, config: BertConfig, params, tokenizer, **extra: Any) -> None:

@@ -264,9 +264,9 @@ def _query_blocks(q, key, value, tokens, bias, window):
   2 x 512 and 8 x 384 1.15-1.27x faster, MiniLM 8 x 512 1.6x; with freed memory kept (`hostmem`, the runner)
   0.91-1.13x (BENCHMARKS.md). Memory grows linearly with the length instead of quadratically: XLA's CPU
   backend ran the unblocked attention as one library kernel holding every head's whole score matrix (one
-  4-head layer at 8,192 tokens: 2,098 MiB resident, 99 MiB blocked). Blocks were slower at 256 tokens, hence
-  the threshold. Queries (b, length, h, d) are padded to whole blocks (padded rows are dropped); returns
-  (b, length, h, d)."""
+  4-head layer at 8,192 tokens: 2,098 MiB resident, 99 MiB blocked). The threshold: isolated attention at
+  256 tokens ran 0.7x in blocks (one process, glibc's defaults; not measured in separate processes).
+  Queries (b, length, h, d) are padded to whole blocks (padded rows dropped); returns (b, length, h, d)."""
   batch, length, heads, depth = q.shape
   blocks = -(-length // _QUERY_BLOCK)
   extra = blocks * _QUERY_BLOCK - length

@@ -79,7 +79,7 @@ def layer_call(config: BertConfig, length: int, mode: str):
 
 
 def rss_growth(name: str, length: int, mode: str) -> int:
-  """Bytes the resident-set high-water mark grows over the first call of one variant, in a fresh process."""
+  """Bytes the resident set rises over the first call of one variant at one length, in a fresh process."""
   probe = [
     sys.executable,
     os.path.abspath(__file__),

@@ -20,6 +20,7 @@ whitespace, unassigned code points, over-long words, special tokens in the text,
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import pickle
@@ -31,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tokenizers
 
 from bert_jax.tokenization import SPECIAL_TOKENS, Tokenizer, _truncated_lengths, train_wordpiece
 
@@ -474,6 +476,84 @@ def test_train_wordpiece_english_and_chinese(tmp_path):
     assert again.encode(text)["input_ids"] == tok.encode(text)["input_ids"] == ref.encode(text)
 
 
+def _reference_alphabet(lines, lowercase, limit):
+  """Alphabet and continuation pieces a WordPiece training should start from, from the pure-Python
+  reference's words: the `limit` most frequent characters (ties by code point), and "##c" for each kept
+  character seen inside a word."""
+  basic = BasicTokenizer(do_lower_case=lowercase)
+  chars, inner = collections.Counter(), set()
+  for line in lines:
+    for word in basic.tokenize(line):
+      chars.update(word)
+      inner.update(word[1:])
+  kept = set(sorted(chars, key=lambda c: (-chars[c], ord(c)))[:limit])
+  return kept, {"##" + c for c in inner & kept}
+
+
+@pytest.mark.parametrize("limit", [2000, 60])  # no cut, and a cut through characters of equal count
+def test_train_wordpiece_is_deterministic(limit):
+  # tokenizers' trainer alone: 6 trainings of this vocab in one process gave 6 different vocabularies
+  # (230-279 of 656 tokens moved); huggingface/tokenizers#1794.
+  runs = [train_wordpiece(SAMPLE_FILE, vocab_size=800, limit_alphabet=limit).vocab for _ in range(5)]
+  assert all(run == runs[0] for run in runs[1:])
+  vocab = list(runs[0])
+  alphabet, continuations = _reference_alphabet(SAMPLE, lowercase=True, limit=limit)
+  counts = collections.Counter(c for line in SAMPLE for w in BasicTokenizer().tokenize(line) for c in w)
+  if limit < len(counts):  # the cut falls between characters of equal count: ties decide
+    assert sorted(counts.values(), reverse=True)[limit - 1] == sorted(counts.values(), reverse=True)[limit]
+  n = len(SPECIAL_TOKENS)
+  assert vocab[:n] == list(SPECIAL_TOKENS)
+  assert vocab[n : n + len(alphabet)] == sorted(alphabet, key=ord)
+  pieces = vocab[n + len(alphabet) : n + len(alphabet) + len(continuations)]
+  assert pieces == sorted(continuations, key=lambda t: ord(t[2]))
+  assert all(
+    len(t) > 1 and not (t.startswith("##") and len(t) == 3) for t in vocab[n + len(alphabet) + len(pieces) :]
+  )
+
+
+def test_train_wordpiece_same_in_another_process(tmp_path):
+  train_wordpiece(SAMPLE_FILE, vocab_size=800, limit_alphabet=2000).save(tmp_path / "here")
+  code = (
+    "import sys; from bert_jax.tokenization import train_wordpiece;"
+    "train_wordpiece(sys.argv[1], vocab_size=800, limit_alphabet=2000).save(sys.argv[2])"
+  )
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+  subprocess.run([sys.executable, "-c", code, str(SAMPLE_FILE), str(tmp_path / "there")], check=True, env=env)
+  assert (tmp_path / "here" / "vocab.txt").read_bytes() == (tmp_path / "there" / "vocab.txt").read_bytes()
+
+
+def test_train_wordpiece_alphabet_is_the_engines_own():
+  # Without a cut, tokenizers' trainer makes the same alphabet and "##c" pieces (in another order).
+  from tokenizers import models as engine_models
+  from tokenizers import trainers
+
+  shell = Tokenizer(list(SPECIAL_TOKENS), source="special tokens")
+  engine = tokenizers.Tokenizer(engine_models.WordPiece(unk_token="[UNK]", continuing_subword_prefix="##"))
+  engine.normalizer, engine.pre_tokenizer = shell._engine.normalizer, shell._engine.pre_tokenizer
+  trainer = trainers.WordPieceTrainer(
+    vocab_size=1, limit_alphabet=2000, special_tokens=list(SPECIAL_TOKENS), continuing_subword_prefix="##"
+  )
+  engine.train_from_iterator([shell._prepare(line) for line in SAMPLE], trainer=trainer)
+  theirs = set(engine.get_vocab())
+  ours = list(train_wordpiece(SAMPLE_FILE, vocab_size=6, limit_alphabet=2000).vocab)  # no merges
+  assert set(ours) == theirs and len(ours) == len(theirs)
+
+
+def test_whitespace_after_normalizing_is_the_pre_tokenizers():
+  # train_wordpiece counts words by str.split() of normalized lines before pre-tokenizing each distinct
+  # piece: exact only if no character str.split() cuts at survives the normalizer as a non-space.
+  for lowercase in (True, False):
+    shell = Tokenizer(list(SPECIAL_TOKENS), lowercase=lowercase, source="special tokens")
+    normalize = shell._engine.normalizer.normalize_str
+    split = shell._engine.pre_tokenizer.pre_tokenize_str
+    survivors = set()
+    for start in range(0, 0x110000, 4096):
+      cps = [cp for cp in range(start, start + 4096) if not 0xD800 <= cp <= 0xDFFF]
+      survivors.update(normalize("a".join(chr(cp) for cp in cps)))
+    spaces = [c for c in survivors if c.isspace()]
+    assert spaces and all([w for w, _ in split(f"a{c}b")] == ["a", "b"] for c in spaces)
+
+
 # ---------------------------------------------------------------------------------------------
 # Errors name the file and say what was expected.
 
@@ -617,6 +697,12 @@ def test_train_wordpiece_errors(tmp_path):
   assert str(bad) in str(e.value)
   with pytest.raises(ValueError, match=r"\[UNK\]"):
     train_wordpiece(SAMPLE_FILE, special_tokens=("[PAD]", "[CLS]"))
+  with pytest.raises(ValueError, match="limit_alphabet=0"):
+    train_wordpiece(SAMPLE_FILE, limit_alphabet=0)
+  empty = tmp_path / "empty.txt"
+  empty.write_text(" \n\t\n")
+  with pytest.raises(ValueError, match="no text to learn from"):
+    train_wordpiece(empty, vocab_size=100)
 
 
 # ---------------------------------------------------------------------------------------------

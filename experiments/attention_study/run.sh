@@ -13,9 +13,8 @@ PY=${VENV:-.venv}/bin/python
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 STUDY=experiments/attention_study
-# One vocabulary and one set of instances for every run: same data, same order. (Two trainings of a vocabulary on
-# the same text can differ in a few tokens: tokenizers' WordPiece trainer breaks ties in hash-map order,
-# huggingface/tokenizers#1794.)
+# One vocabulary and one set of instances for every run: same data, same order. (The vocabulary is trained once
+# and passed to every run; train_wordpiece is deterministic, so this saves time rather than differences.)
 if [ ! -f "$OUT/vocab/vocab.txt" ]; then
   "$PY" -c 'import sys; from bert_jax.tokenization import train_wordpiece
 train_wordpiece(sys.argv[1], vocab_size=6000, lowercase=True).save(sys.argv[2])' data/samples/en_mobydick.txt "$OUT/vocab"

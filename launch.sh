@@ -66,7 +66,7 @@ tpu() {
     shift
   done
   [ "${1:-}" = "--" ] && shift
-  [ $# -gt 0 ] || die "tpu: give the main job's arguments after --, e.g. -- --config=configs/demo.py --workdir=gs://BUCKET/run"
+  [ $# -gt 0 ] || die "tpu: give the main job's arguments after --, e.g. -- --config=configs/demo.py --workdir=/gcs/BUCKET/run"
   local main_args
   main_args=$(quote "$@")
   local gc=(gcloud compute tpus tpu-vm)

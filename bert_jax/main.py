@@ -35,6 +35,13 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # Orbax and grain log every save at INFO; -v 0 shows them
+  from bert_jax import files
+
+  try:  # before anything is written: a gs:// workdir would become a local folder "gs:" on each host
+    files.require_local(_WORKDIR.value, "--workdir")
+    files.check_config_paths(_CONFIG.value)
+  except ValueError as e:
+    raise app.UsageError(str(e)) from None
   from bert_jax import distributed
 
   distributed.initialize(_DISTRIBUTED.value)

@@ -2,7 +2,7 @@
 then compared in one table and one plot.
 
     python -m bert_jax.sweeps run SWEEP.py --root DIR [--only a,b] [-- --config.k=v ...]
-    python -m bert_jax.sweeps print SWEEP.py --root gs://BUCKET/study [--launcher local | tpu NAME ZONE | gpu]
+    python -m bert_jax.sweeps print SWEEP.py --root /gcs/BUCKET/study [--launcher local | tpu NAME ZONE | gpu]
     python -m bert_jax.sweeps report SWEEP.py --root DIR [--out DIR/report] [--scaling FILE.json ...]
 
 A sweep file is Python:
@@ -25,7 +25,8 @@ interrupted run resumes from its own checkpoint (train.py), a failed one is trie
 Ctrl-C is passed on to the running job, which saves a checkpoint and stops; the sweep stops after it.
 
 `print` writes one shell-quoted command per run instead (launch.sh's tpu or gpu form, or the local
-one), for running the study elsewhere, e.g. on a TPU pod with ROOT in a bucket.
+one), for running the study elsewhere, e.g. on a TPU pod with ROOT in a bucket mounted on every worker
+(README, 'Cloud Storage'; a gs:// ROOT is refused, as bert_jax.main refuses a gs:// workdir).
 
 `report` reads every run's metrics.jsonl and writes results.md, results.csv (full-precision numbers;
 results.md rounds to 4 significant digits) and loss_curves.png; with --scaling, the attention
@@ -255,7 +256,7 @@ def validate_overrides(sweep: Sweep, extra: Sequence[str] = (), cwd: str | None 
 
 
 def workdir(root: str, name: str) -> str:
-  return root.rstrip("/") + "/" + name if "://" in root else os.path.join(root, name)
+  return os.path.join(root, name)
 
 
 def main_args(sweep: Sweep, run: Run, root: str, extra: Sequence[str] = ()) -> list[str]:
@@ -850,6 +851,10 @@ def main(argv: Sequence[str] | None = None) -> int:
   extra = unknown + extra
   only = [n for n in (args.only or "").split(",") if n]
   try:
+    try:
+      files.require_local(args.root, "--root")
+    except ValueError as e:
+      raise SweepError(str(e)) from None
     sweep = load_sweep(args.sweep)
     sweep.select(only)
     if args.command == "report":
@@ -866,9 +871,10 @@ def main(argv: Sequence[str] | None = None) -> int:
       validate_overrides(sweep, extra=extra)
     if args.command == "print":
       lines = commands(sweep, args.root, args.launcher, extra, python=args.python, only=only)
-      if args.launcher[0] != "local" and "://" not in args.root:
+      if args.launcher[0] != "local":
         print(
-          f"# note: --root {args.root} is a local path on every worker; a pod usually writes to gs://",
+          f"# note: --root {args.root} must be a path every worker sees (a shared file system, or the bucket "
+          "mounted on every worker: README, 'Cloud Storage')",
           file=sys.stderr,
         )
       for _, command in lines:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 import bert_jax
 
@@ -59,3 +60,43 @@ def test_demo_job_embeds_and_ranks_paraphrases(tmp_path):
   assert list(similarity.argmax(axis=1)) == [1, 0, 3, 2, 5, 4]
   table = (tmp_path / "similarity.md").read_text()
   assert "| 0 | A man is playing a guitar on stage. |" in table
+
+
+def test_main_refuses_bucket_urls_before_writing(tmp_path):
+  """A gs:// workdir or path field is refused at once, naming it: os.makedirs would have made a local folder
+  "gs:" on every host, each worker writing its own copy."""
+  result = run(["-m", "bert_jax.main", "--config=configs/demo.py", "--workdir=gs://bucket/runs/demo"])
+  assert result.returncode != 0
+  assert (
+    "--workdir='gs://bucket/runs/demo' is a gs:// URL" in result.stderr and "/gcs/BUCKET" in result.stderr
+  )
+  result = run(
+    [
+      "-m",
+      "bert_jax.main",
+      "--config=configs/demo.py",
+      f"--workdir={tmp_path / 'run'}",
+      "--config.finetune.data.train=s3://bucket/train.jsonl",
+    ]
+  )
+  assert result.returncode != 0
+  assert "--config.finetune.data.train='s3://bucket/train.jsonl' is a s3:// URL" in result.stderr
+  assert not (tmp_path / "run").exists() and not os.path.exists(os.path.join(ROOT, "gs:"))
+
+
+def test_config_path_fields():
+  from ml_collections import ConfigDict
+
+  from bert_jax import files
+
+  config = ConfigDict(
+    {
+      "data": {"source": "gs://b/*.txt", "tfds_data_dir": "gs://b/tfds", "text_field": "x://y"},
+      "predict": {"texts": ["https://example.com is a text, not a path"]},
+    }
+  )
+  with pytest.raises(ValueError, match=r"--config\.data\.source='gs://b/\*\.txt' is a gs:// URL"):
+    files.check_config_paths(config)
+  config.data.source = "corpus/*.txt"
+  files.check_config_paths(config)  # TFDS opens gs:// data dirs itself; texts and field names are not paths
+  assert files.is_url("hf://org/model") and not files.is_url("C:/data") and not files.is_url("a/b://c")

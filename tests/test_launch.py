@@ -42,7 +42,7 @@ def test_tpu_dry_run_prints_copy_setup_check_and_run_on_every_worker():
     "--dry-run",
     "--",
     "--config=configs/demo.py",
-    "--workdir=gs://bucket/run",
+    "--workdir=/gcs/bucket/run",
   )
   assert result.returncode == 0, result.stderr
   out = result.stdout
@@ -55,7 +55,7 @@ def test_tpu_dry_run_prints_copy_setup_check_and_run_on_every_worker():
   for w in range(4):
     assert (
       f"--worker={w} --command cd\\ ~/bert_jax\\ \\&\\&\\ .venv/bin/python\\ -m\\ bert_jax.main\\ "
-      "--config=configs/demo.py\\ --workdir=gs://bucket/run\\ --distributed=auto > "
+      "--config=configs/demo.py\\ --workdir=/gcs/bucket/run\\ --distributed=auto > "
       f"logs/tpu-my-pod/worker-{w}.log 2>&1 &"
     ) in out
   assert "--worker=4" not in out

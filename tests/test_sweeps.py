@@ -124,7 +124,7 @@ def test_print_commands_local_and_tpu(tmp_path, capsys, monkeypatch):
     common={"total_steps": 300, "data.source": "data/my corpus.txt"},
   )
   monkeypatch.chdir(ROOT)  # the CLI checks CONFIG from where it runs, as bert_jax.main would load it
-  assert sweeps.main(["print", path, "--root", "gs://bucket/study", "--launcher", "tpu", "pod", "us-b"]) == 0
+  assert sweeps.main(["print", path, "--root", "/gcs/bucket/study", "--launcher", "tpu", "pod", "us-b"]) == 0
   tpu = capsys.readouterr().out.splitlines()
   assert sweeps.main(["print", path, "--root", "runs/study", "--only", "tanh", "--", "--config.seed=4"]) == 0
   local = capsys.readouterr().out.splitlines()
@@ -138,7 +138,7 @@ def test_print_commands_local_and_tpu(tmp_path, capsys, monkeypatch):
       "us-b",
       "--",
       f"--config={CONFIG}",
-      "--workdir=gs://bucket/study/gelu",
+      "--workdir=/gcs/bucket/study/gelu",
       *common,
     ],
     [
@@ -150,7 +150,7 @@ def test_print_commands_local_and_tpu(tmp_path, capsys, monkeypatch):
         "us-b",
         "--",
         f"--config={CONFIG}",
-        "--workdir=gs://bucket/study/tanh",
+        "--workdir=/gcs/bucket/study/tanh",
       ],
       *common,
       "--config.model.hidden_act=gelu_tanh",
@@ -446,3 +446,11 @@ def test_scaling_script_measures_resident_memory_in_fresh_processes(tmp_path):
   assert all(isinstance(r["peak_bytes"], int) and r["peak_bytes"] >= 0 for r in records)
   assert json.loads((out / "scaling.meta.json").read_text())["memory"] == "rss"
   assert "memory: rss" in (out / "scaling.md").read_text()
+
+
+def test_bucket_root_is_refused(tmp_path, capsys):
+  # Its runs' workdirs would be gs:// URLs, which bert_jax.main refuses (README, 'Cloud Storage').
+  path = write_sweep(tmp_path / "sweep.py", entries({"name": "a"}))
+  for command in ("print", "run", "report"):
+    assert sweeps.main([command, path, "--root", "gs://bucket/study"]) == 2
+    assert "--root='gs://bucket/study' is a gs:// URL" in capsys.readouterr().err

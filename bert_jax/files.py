@@ -62,14 +62,17 @@ def require_local(path: str | os.PathLike, what: str) -> None:
 
 # Config fields (by their last name, at any depth: a stages config nests jobs) that hold local paths.
 PATH_FIELDS = ("source", "vocab", "data_dir", "train", "validation", "init_from", "resume", "model_path")
+# Fields that take a checkpoint, which may also be a HuggingFace Hub name (hf://ORG/NAME, bert_jax/hub.py).
+CHECKPOINT_FIELDS = ("init_from", "model_path")
 
 
 def check_config_paths(config, prefix: str = "config") -> None:
-  """`require_local` for every path field of a (nested) config. Not data.tfds_data_dir: TFDS opens gs://
-  data folders itself, through its own file layer."""
+  """`require_local` for every path field of a (nested) config, except Hub names (hf://) of checkpoints. Not
+  data.tfds_data_dir: TFDS opens gs:// data folders itself, through its own file layer."""
   for key, value in config.items():
     name = f"{prefix}.{key}"
     if hasattr(value, "items"):
       check_config_paths(value, name)
     elif key in PATH_FIELDS and isinstance(value, str):
-      require_local(value, f"--{name}")
+      if not (key in CHECKPOINT_FIELDS and value.startswith("hf://")):
+        require_local(value, f"--{name}")

@@ -33,6 +33,7 @@ from bert_jax import (
   checkpointing,
   distributed,
   files,
+  hub,
   metrics,
   objectives,
   optim,
@@ -76,8 +77,10 @@ def resolve_init_from(path: str) -> str:
   if not path:
     raise ValueError(
       "config.init_from is empty: fine-tuning starts from a pretrained checkpoint (a HuggingFace, Google "
-      "or bert_jax folder, or a bert_jax pretraining workdir)"
+      "or bert_jax folder, a bert_jax pretraining workdir, or hf://ORG/NAME on the HuggingFace Hub)"
     )
+  if hub.is_hub(path):
+    return hub.local_folder(path)
   if not os.path.exists(path):
     raise FileNotFoundError(f"config.init_from={path!r}: no such file or directory")
   export = os.path.join(path, EXPORT_DIR)

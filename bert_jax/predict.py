@@ -33,7 +33,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from bert_jax import batching, convert
+from bert_jax import batching, convert, hub
 
 HF_ARCHITECTURES = {
   "BertForSequenceClassification": "classification",
@@ -189,7 +189,7 @@ class Predictor:
     from bert_jax.pretrained import detect_format
     from bert_jax.tokenization import Tokenizer
 
-    path = os.fspath(path)
+    path = hub.local_folder(path)  # hf://ORG/NAME: a fine-tuned model on the Hub
     kind = detect_format(path)
     if kind == "bert_jax":
       config, params, task = _read_bert_jax(path)
@@ -530,7 +530,9 @@ def main(argv: list[str] | None = None) -> int:
     formatter_class=argparse.RawDescriptionHelpFormatter,
   )
   parser.add_argument(
-    "--model", required=True, help="a fine-tuned model folder, or a pretrained checkpoint folder"
+    "--model",
+    required=True,
+    help="a fine-tuned model folder, a pretrained checkpoint folder, or hf://ORG/NAME[@REVISION] (the Hub)",
   )
   parser.add_argument(
     "--pooling",

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bert_jax import batching, convert, files
+from bert_jax import batching, convert, files, hub
 from bert_jax.models import BertConfig, BertForPreTraining, BertModel, scan_params, unscan_params
 from bert_jax.models.config import read_json
 from bert_jax.tokenization import Tokenizer
@@ -186,7 +186,8 @@ def from_pretrained(
   strict: bool = True,
   **config_overrides: Any,
 ) -> PretrainedBert:
-  """Loads a BERT checkpoint folder (format detected from its files).
+  """Loads a BERT checkpoint folder (format detected from its files), or `hf://ORG/NAME[@REVISION]` from the
+  HuggingFace Hub (bert_jax/hub.py: downloaded once into the Hub's cache).
 
   pooling: "cls" (BERT's pooler), "mean" or "max"; default: the bert_jax export's setting, else "cls".
   heads: load the MLM/NSP heads (True), drop them (False), or keep them when present (None).
@@ -194,7 +195,7 @@ def from_pretrained(
     from the vocabulary (an uncased vocab holds no capital letters).
   Other keyword arguments override BertConfig fields (dropout_rate, remat, attention, ...).
   """
-  path = os.fspath(path)
+  path = hub.local_folder(path)
   kind = detect_format(path)
   overrides = dict(pooling=pooling, dtype=dtype, param_dtype=param_dtype, **config_overrides)
   overrides = {k: v for k, v in overrides.items() if v is not None}

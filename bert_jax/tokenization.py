@@ -501,8 +501,11 @@ class Tokenizer:
   @classmethod
   def from_pretrained(cls, directory: str | os.PathLike) -> Tokenizer:
     """From a checkpoint folder: vocab.txt + tokenizer_config.json, else tokenizer.json, else a
-    bare vocab.txt (Google's folders), whose casing the vocab itself shows."""
-    directory = os.fspath(directory)
+    bare vocab.txt (Google's folders), whose casing the vocab itself shows; or from the HuggingFace Hub,
+    `hf://ORG/NAME[@REVISION]` (bert_jax/hub.py)."""
+    from bert_jax import hub
+
+    directory = hub.local_folder(directory)
     if not os.path.isdir(directory):
       if os.path.isfile(directory):
         raise ValueError(

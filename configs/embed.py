@@ -14,7 +14,7 @@ def get_config(arg=None):
   del arg
   config = ml_collections.ConfigDict()
   config.job = "embed"
-  config.model_path = ""  # empty: the installed all-MiniLM-L6-v2
+  config.model_path = ""  # empty: the installed all-MiniLM-L6-v2; or a folder, or hf://ORG/NAME
   config.pooling = "mean"
   config.max_length = 128
   config.sentences = [

@@ -31,6 +31,7 @@ TINY = BertConfig(
 VARIANTS = {
   "bert": {},
   "sinusoidal": dict(position_encoding="sinusoidal"),
+  "sinusoidal_scaled": dict(position_encoding="sinusoidal", scale_embeddings=True),
   "t5": dict(position_encoding="t5", t5_num_buckets=8, t5_max_distance=16),
   "rope": dict(position_encoding="rope"),
   "alibi": dict(position_encoding="alibi"),
@@ -362,7 +363,8 @@ def _text_batches(length=32, batch=8, steps=40):
 
 
 @pytest.mark.parametrize(
-  "name", ["sinusoidal", "t5", "rope", "alibi", "local_global", "linear", "pre_ln_geglu_mqa"]
+  "name",
+  ["sinusoidal", "sinusoidal_scaled", "t5", "rope", "alibi", "local_global", "linear", "pre_ln_geglu_mqa"],
 )
 def test_variant_learns_real_text(name):
   """40 steps of character-level MLM on Moby-Dick: the masked-character loss falls clearly below where it
@@ -485,3 +487,39 @@ def test_grouped_key_value_heads_stay_whole_under_tensor_parallelism():
   rules = sharding.rules_for("tp")
   assert nn.logical_to_mesh_axes(("embed", "heads", "kv"), rules) == P(None, "tensor", None)
   assert nn.logical_to_mesh_axes(("embed", "kv_heads", "kv"), rules) == P(None, None, None)
+
+
+def test_scaled_word_embeddings_under_sinusoids():
+  """scale_embeddings: LayerNorm(sqrt(H) * word + type + sinusoid), the MLM decoder on the unscaled table;
+  not BERT's architecture, so HuggingFace export refuses it."""
+  from bert_jax.models.layers import Embeddings
+
+  config = TINY.replace(position_encoding="sinusoidal", scale_embeddings=True)
+  ids = jnp.asarray(np.random.default_rng(3).integers(0, config.vocab_size, (2, 7)), jnp.int32)
+  types = jnp.asarray([[0] * 4 + [1] * 3] * 2, jnp.int32)
+  positions_ = jnp.broadcast_to(jnp.arange(7), (2, 7))
+  embeddings = Embeddings(config)
+  params = nn.unbox(embeddings.init(jax.random.key(0), ids, types, positions_)["params"])
+  p = jax.tree.map(np.asarray, params)
+  x = (
+    np.sqrt(config.hidden_size) * p["word_embeddings"]["embedding"][np.asarray(ids)]
+    + p["token_type_embeddings"]["embedding"][np.asarray(types)]
+    + positions.sinusoidal_table(config.max_position_embeddings, config.hidden_size)[:7]
+  )
+  mean, var = x.mean(-1, keepdims=True), x.var(-1, keepdims=True)
+  want = (x - mean) / np.sqrt(var + config.layer_norm_eps) * p["layer_norm"]["scale"] + p["layer_norm"][
+    "bias"
+  ]
+  got = embeddings.apply({"params": params}, ids, types, positions_)
+  np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5)
+  hidden = jnp.ones((1, 2, config.hidden_size))
+  np.testing.assert_allclose(
+    np.asarray(embeddings.apply({"params": params}, hidden, method=Embeddings.attend)),
+    np.ones((1, 2, config.hidden_size)) @ p["word_embeddings"]["embedding"].T,
+    rtol=1e-5,
+  )
+  assert not config.is_bert and not TINY.replace(scale_embeddings=True).is_bert
+  with pytest.raises(ValueError, match="scale_embeddings"):
+    TINY.replace(scale_embeddings=True).to_hf_dict()
+  with pytest.raises(ValueError, match=r"scale_embeddings=1 \(expected True or False\)"):
+    TINY.replace(scale_embeddings=1)

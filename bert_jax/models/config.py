@@ -65,6 +65,9 @@ class BertConfig:
   t5_max_distance: int = 128
   norm_position: str = "post"  # post: LN(x + f(x)) as BERT; pre: x + f(LN(x)) and a final LayerNorm
   gated_mlp: bool = False  # True: GLU feed-forward, act(x W_gate) * (x W_in) (GeGLU with GELU)
+  # True: word embeddings times sqrt(hidden_size) before positions are added (Vaswani et al.; what sinusoids,
+  # entries of +-1, need against BERT's 0.02-scale initialisation). The MLM decoder keeps the unscaled table.
+  scale_embeddings: bool = False
   dtype: str = "float32"
   param_dtype: str = "float32"
   scan_layers: bool = False
@@ -123,6 +126,9 @@ class BertConfig:
         f"'local_global' with position_encoding='rope'; this config has attention={self.attention!r}, "
         f"position_encoding={self.position_encoding!r} (set it to 0)"
       )
+    for name in ("scale_embeddings",):
+      if not isinstance(getattr(self, name), bool):
+        problems.append(f"{name}={getattr(self, name)!r} (expected True or False)")
     for name in ("dropout_rate", "attention_dropout_rate"):
       if not 0.0 <= getattr(self, name) < 1.0:
         problems.append(f"{name}={getattr(self, name)!r} (expected a value in [0, 1))")
@@ -232,7 +238,11 @@ class BertConfig:
 
 # BERT's values of the fields that change what is computed (kernels and block sizes do not).
 _BERT_ARCHITECTURE = dict(
-  attention="dense", position_encoding="learned", norm_position="post", gated_mlp=False
+  attention="dense",
+  position_encoding="learned",
+  norm_position="post",
+  gated_mlp=False,
+  scale_embeddings=False,
 )
 
 

@@ -138,7 +138,10 @@ class Embeddings(nn.Module):
     self, input_ids: Array, token_type_ids: Array, position_ids: Array, deterministic: bool = True
   ) -> Array:
     c = self.config
-    x = self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids)
+    x = self.word_embeddings(input_ids)
+    if c.scale_embeddings:
+      x = x * jnp.asarray(math.sqrt(c.hidden_size), x.dtype)
+    x = x + self.token_type_embeddings(token_type_ids)
     if c.position_encoding == "learned":
       x = x + self.position_embeddings(position_ids)
     elif c.position_encoding == "sinusoidal":

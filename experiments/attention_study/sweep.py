@@ -43,6 +43,8 @@ def get_sweep():
     {"name": "bert"},  # learned absolute positions, dense attention, post-LN, GELU MLP
     {"name": "chunked_kernel", "model.attention_kernel": "chunked", "model.attention_block_size": 32},
     {"name": "sinusoidal", "model.position_encoding": "sinusoidal"},
+    # Vaswani's sqrt(hidden) on the word embeddings, so the +-1 sinusoids do not swamp them.
+    {"name": "sinusoidal_scaled", "model.position_encoding": "sinusoidal", "model.scale_embeddings": True},
     {"name": "t5_buckets", "model.position_encoding": "t5"},
     {"name": "rope", "model.position_encoding": "rope"},
     {"name": "alibi", "model.position_encoding": "alibi"},

@@ -74,5 +74,10 @@ def check_config_paths(config, prefix: str = "config") -> None:
     if hasattr(value, "items"):
       check_config_paths(value, name)
     elif key in PATH_FIELDS and isinstance(value, str):
-      if not (key in CHECKPOINT_FIELDS and value.startswith("hf://")):
+      if value.startswith("hf://") and key not in CHECKPOINT_FIELDS:
+        raise ValueError(
+          f"--{name}={value!r}: a HuggingFace Hub name is taken where a checkpoint goes "
+          f"({', '.join(CHECKPOINT_FIELDS)}); {key} needs a local path"
+        )
+      if not value.startswith("hf://"):
         require_local(value, f"--{name}")

@@ -123,7 +123,9 @@ def test_config_checkpoint_fields_take_hub_names_other_paths_do_not():
   from ml_collections import ConfigDict
 
   config = ConfigDict({"init_from": "hf://google-bert/bert-base-uncased", "data": {"train": "hf://x/y"}})
-  with pytest.raises(ValueError, match=r"--config\.data\.train='hf://x/y' is a hf:// URL"):
+  with pytest.raises(
+    ValueError, match=r"--config\.data\.train='hf://x/y': a HuggingFace Hub name is taken where"
+  ):
     files.check_config_paths(config)
   config.data.train = "train.jsonl"
   files.check_config_paths(config)

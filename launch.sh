@@ -14,6 +14,15 @@ VENV=${VENV:-.venv}
 PY="$VENV/bin/python"
 
 die() { echo "launch.sh: $*" >&2; exit 2; }
+# A URL workdir (gs://...) is refused by bert_jax.main on every worker after minutes of set-up; refuse it here.
+local_workdir() {
+  local a
+  for a in "$@"; do
+    case "$a" in
+      --workdir=*://*) die "$a is a URL: bert_jax writes its workdir through the local file system; give a path every worker sees (a shared file system, or the bucket mounted on every worker: README, 'Cloud Storage')" ;;
+    esac
+  done
+}
 
 setup() {
   local with_tests=$1 extra=${2:-}
@@ -67,6 +76,7 @@ tpu() {
   done
   [ "${1:-}" = "--" ] && shift
   [ $# -gt 0 ] || die "tpu: give the main job's arguments after --, e.g. -- --config=configs/demo.py --workdir=/gcs/BUCKET/run"
+  local_workdir "$@"
   local main_args
   main_args=$(quote "$@")
   local gc=(gcloud compute tpus tpu-vm)
@@ -135,6 +145,7 @@ gpu() {
   done
   [ "${1:-}" = "--" ] && shift
   [ $# -gt 0 ] || die "gpu: give the main job's arguments after --"
+  local_workdir "$@"
   local coordinator nprocs rank
   if [ -n "${JAX_COORDINATOR_ADDRESS:-}" ]; then
     coordinator=$JAX_COORDINATOR_ADDRESS

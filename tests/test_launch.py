@@ -61,6 +61,15 @@ def test_tpu_dry_run_prints_copy_setup_check_and_run_on_every_worker():
   assert "--worker=4" not in out
 
 
+def test_url_workdir_is_refused_before_any_worker_is_touched():
+  for mode in (["tpu", "pod", "zone", "--dry-run"], ["gpu", "--dry-run"]):
+    result = launch(
+      *mode, "--", "--config=configs/demo.py", "--workdir=gs://bucket/run", JAX_COORDINATOR_ADDRESS="h:1"
+    )
+    assert result.returncode == 2 and not result.stdout
+    assert "--workdir=gs://bucket/run is a URL" in result.stderr and "Cloud Storage" in result.stderr
+
+
 def test_tpu_dry_run_without_worker_count_shows_the_query():
   result = launch("tpu", "pod", "zone", "--dry-run", "--", "--workdir=w")
   assert result.returncode == 0, result.stderr

@@ -883,7 +883,9 @@ def _fixed_alphabet(
     inner.update("".join([w[1:] for w in words]))
   ranked = sorted(chars, key=lambda c: (-chars[c], ord(c)))
   alphabet = sorted(ranked[:limit_alphabet], key=ord)
-  kept = set(alphabet)
+  # A special token of one character is in the engine's vocabulary whatever the limit, so the engine makes a
+  # continuation piece of it too.
+  kept = set(alphabet) | {t for t in taken if len(t) == 1}
   continuations = [CONTINUATION + c for c in sorted(inner & kept, key=ord) if CONTINUATION + c not in taken]
   return alphabet, continuations
 
@@ -936,15 +938,18 @@ def train_wordpiece(
   alphabet, continuations = _fixed_alphabet(paths, shell, limit_alphabet, set(special_tokens))
   if not alphabet:
     raise ValueError(f"no text to learn from in {paths}")
-  # The continuation pieces go in as extra special tokens, which take their ids (in this order) before the
-  # engine looks at a word, and the alphabet as the initial one with the limit at its size, so the trainer
-  # keeps exactly these characters. The pieces move back behind the alphabet below.
+  # The alphabet and then the continuation pieces go in as extra special tokens, which take their ids in
+  # this order before the engine looks at a word: the layout tokenizers' own trainer makes (special tokens,
+  # alphabet, pieces, merges), and with it its preference among equally frequent merges (lower ids first),
+  # with the pieces in code-point order instead of hash-map order. The alphabet is also the initial one with
+  # the limit at its size, so the engine adds no other character.
+  pinned = [c for c in alphabet if c not in special_tokens] + continuations
   trainer = trainers.WordPieceTrainer(
     vocab_size=vocab_size,
     min_frequency=min_frequency,
     limit_alphabet=len(alphabet),
     initial_alphabet=alphabet,
-    special_tokens=special_tokens + continuations,
+    special_tokens=special_tokens + pinned,
     continuing_subword_prefix=CONTINUATION,
     show_progress=False,
   )
@@ -954,10 +959,11 @@ def train_wordpiece(
   by_id = sorted((i, t) for t, i in engine.get_vocab().items())
   if [i for i, _ in by_id] != list(range(len(by_id))):
     raise RuntimeError("the trained vocabulary's ids are not contiguous")  # an engine bug if ever
-  learned = [t for _, t in by_id[len(special_tokens) + len(continuations) :]]
-  first = [t for t in learned if len(t) == 1]  # the alphabet (a merge joins two pieces: 2+ characters)
+  vocab = [t for _, t in by_id]
+  if vocab[: len(special_tokens) + len(pinned)] != special_tokens + pinned:
+    raise RuntimeError("the engine did not keep the pinned alphabet first")  # an engine change if ever
   return Tokenizer(
-    special_tokens + first + continuations + learned[len(first) :],
+    vocab,
     lowercase=lowercase,
     strip_accents=strip_accents,
     source=f"vocab trained on {paths}",

@@ -511,6 +511,18 @@ def test_train_wordpiece_is_deterministic(limit):
   )
 
 
+def test_train_wordpiece_deterministic_with_one_character_special_tokens():
+  # A one-character special token is in the engine's vocabulary even where the alphabet's limit cuts it, so
+  # the engine makes its "##" piece too: that piece must be pinned like the others.
+  specials = list(SPECIAL_TOKENS) + ["k", "v", "j", "x", "q"]
+  runs = [
+    train_wordpiece(SAMPLE_FILE, vocab_size=300, limit_alphabet=22, special_tokens=specials).vocab
+    for _ in range(5)
+  ]
+  assert all(run == runs[0] for run in runs[1:])
+  assert {"##k", "##v", "##x"} <= set(runs[0]) and len(set(runs[0])) == len(runs[0])
+
+
 def test_train_wordpiece_same_in_another_process(tmp_path):
   train_wordpiece(SAMPLE_FILE, vocab_size=800, limit_alphabet=2000).save(tmp_path / "here")
   code = (

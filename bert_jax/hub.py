@@ -16,12 +16,23 @@ import os
 import re
 
 PREFIX = "hf://"
-# ORG/NAME or NAME (the Hub's legacy un-namespaced models), then an optional @REVISION (branch, tag, commit).
-_NAME = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.-]*(?:/[A-Za-z0-9][\w.-]*)?)(?:@(?P<revision>[\w./-]+))?$")
+# ORG/NAME or NAME (the Hub's legacy un-namespaced models), then an optional @REVISION (branch, tag, commit,
+# refs/pr/N). The shape only: huggingface_hub validates the name itself (HFValidationError -> HubError).
+_NAME = re.compile(r"^(?P<repo>[\w.-]+(?:/[\w.-]+)?)(?:@(?P<revision>[^\s@]+))?$")
 # What bert_jax reads from a checkpoint folder (pretrained.detect_format, convert.read_hf_weights).
-_FIRST = ["*.json", "*.txt", "model.safetensors", "params.safetensors", "*.ckpt.*", "*.ckpt-*"]
+_FILES = ["*.json", "*.txt"]  # configs, vocabulary, tokenizer: all a Tokenizer needs
+_FIRST = _FILES + ["model.safetensors", "params.safetensors", "*.ckpt.*", "*.ckpt-*"]
 _WEIGHTS = ("model.safetensors", "params.safetensors")
 _FALLBACK = ["pytorch_model.bin"]
+# huggingface_hub.errors classes local_folder tells apart (huggingface_hub 0.25 and later have them all).
+_ERRORS = (
+  "GatedRepoError",
+  "HFValidationError",
+  "HfHubHTTPError",
+  "LocalEntryNotFoundError",
+  "RepositoryNotFoundError",
+  "RevisionNotFoundError",
+)
 
 
 class HubError(FileNotFoundError):
@@ -43,27 +54,42 @@ def parse(path: str) -> tuple[str, str | None]:
   return match["repo"], match["revision"]
 
 
-def local_folder(path: str | os.PathLike) -> str:
-  """A local folder for `path`: the path itself, or for `hf://...` the downloaded (or cached) snapshot."""
+def local_folder(path: str | os.PathLike, weights: bool = True) -> str:
+  """A local folder for `path`: the path itself, or for `hf://...` the downloaded (or cached) snapshot;
+  without `weights` only the JSON and text files (what a Tokenizer reads)."""
   path = os.fspath(path)
   if not is_hub(path):
     return path
   repo, revision = parse(path)
   try:
     import huggingface_hub
-    from huggingface_hub import errors
   except ImportError:
     raise HubError(
       f"{path}: loading from the Hub needs huggingface_hub (pip install huggingface_hub)"
+    ) from None
+  try:
+    from huggingface_hub import errors
+  except ImportError:
+    errors = None
+  if errors is None or not all(hasattr(errors, name) for name in _ERRORS):
+    raise HubError(
+      f"{path}: huggingface_hub {huggingface_hub.__version__} is too old for bert_jax's Hub loading "
+      "(pip install -U huggingface_hub)"
     ) from None
 
   def fetch(patterns):
     try:
       return huggingface_hub.snapshot_download(repo, revision=revision, allow_patterns=patterns)
+    except errors.HFValidationError as e:
+      raise HubError(f"{path}: not a valid Hub model name ({e})") from None
     except errors.LocalEntryNotFoundError as e:
       raise HubError(
         f"{path}: not in the local Hub cache and the Hub cannot be reached (offline, or HF_HUB_OFFLINE set): "
         f"download it once with network, or give a local folder ({e})"
+      ) from None
+    except errors.GatedRepoError:
+      raise HubError(
+        f"{path}: a gated repository: accept its terms on its Hub page, then log in (`hf auth login`)"
       ) from None
     except errors.RepositoryNotFoundError:
       raise HubError(
@@ -74,8 +100,14 @@ def local_folder(path: str | os.PathLike) -> str:
     except errors.HfHubHTTPError as e:
       raise HubError(f"{path}: the Hub refused the download ({e})") from None
 
+  if not weights:
+    return fetch(_FILES)
   folder = fetch(_FIRST)
   names = set(os.listdir(folder))
   if not names & set(_WEIGHTS) and not any(".ckpt" in n for n in names):
+    if "model.safetensors.index.json" in names:  # known before fetching gigabytes of shards
+      raise HubError(
+        f"{path}: sharded safetensors checkpoints are not supported yet (expected model.safetensors)"
+      )
     folder = fetch(_FIRST + _FALLBACK)
   return folder

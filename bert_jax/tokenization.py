@@ -505,7 +505,7 @@ class Tokenizer:
     `hf://ORG/NAME[@REVISION]` (bert_jax/hub.py)."""
     from bert_jax import hub
 
-    directory = hub.local_folder(directory)
+    directory = hub.local_folder(directory, weights=False)
     if not os.path.isdir(directory):
       if os.path.isfile(directory):
         raise ValueError(

@@ -29,13 +29,18 @@ class FakeHub:
     self.repos: dict[str, str] = {}  # repo id -> the folder standing for the repository
     self.calls: list[tuple[str, str | None, list[str]]] = []
     self.offline = False
+    self.gated: set[str] = set()
 
   def snapshot_download(self, repo_id, *, revision=None, allow_patterns=None, **kwargs):
     self.calls.append((repo_id, revision, list(allow_patterns)))
+    if repo_id.endswith("-"):  # as huggingface_hub's own name check does
+      raise errors.HFValidationError(f"Repo id must not end with '-': {repo_id!r}")
     if self.offline:
       raise errors.LocalEntryNotFoundError("cannot reach the Hub and the file is not cached")
+    response = types.SimpleNamespace(headers={}, request=None)
+    if repo_id in self.gated:
+      raise errors.GatedRepoError(f"403 for {repo_id}", response=response)
     if repo_id not in self.repos:
-      response = types.SimpleNamespace(headers={}, request=None)
       raise errors.RepositoryNotFoundError(f"404 for {repo_id}", response=response)
     snapshot = os.path.join(self.root, repo_id.replace("/", "--"), revision or "main")
     os.makedirs(snapshot, exist_ok=True)
@@ -70,6 +75,7 @@ def test_encoder_from_the_hub_equals_the_local_folder_and_fetches_only_what_it_r
   assert (
     Tokenizer.from_pretrained("hf://sentence-transformers/all-MiniLM-L6-v2").vocab == local.tokenizer.vocab
   )
+  assert fake_hub.calls[-1][2] == ["*.json", "*.txt"]  # a tokenizer fetches no weights
 
 
 def test_a_repository_with_only_pytorch_model_bin_fetches_it_and_nothing_else(fake_hub, tmp_path):
@@ -106,11 +112,32 @@ def test_fine_tuned_model_and_init_from_through_the_hub(fake_hub, tmp_path):
   )
 
 
-def test_hub_errors_name_the_model_and_the_way_out(fake_hub):
+def test_hub_errors_name_the_model_and_the_way_out(fake_hub, tmp_path):
   for bad in ("hf://", "hf://a/b/c", "hf://a b", "hf://org/name@"):
     with pytest.raises(hub.HubError, match="not a Hub model name"):
       from_pretrained(bad)
   assert not fake_hub.calls  # refused before asking the Hub
+  assert hub.parse("hf://org/model@refs/pr/1") == ("org/model", "refs/pr/1")
+  with pytest.raises(hub.HubError, match=r"hf://org/name-: not a valid Hub model name"):
+    from_pretrained("hf://org/name-")
+  fake_hub.gated.add("org/gated")
+  with pytest.raises(hub.HubError, match="gated repository: accept its terms"):
+    from_pretrained("hf://org/gated")
+  sharded = tmp_path / "sharded"
+  sharded.mkdir()
+  for name in (
+    "config.json",
+    "vocab.txt",
+    "model.safetensors.index.json",
+    "model-00001-of-00002.safetensors",
+  ):
+    (sharded / name).write_text("{}")
+  fake_hub.repos["org/sharded"] = str(sharded)
+  with pytest.raises(hub.HubError, match="sharded safetensors checkpoints are not supported"):
+    from_pretrained("hf://org/sharded")
+  snapshot = os.path.join(fake_hub.root, "org--sharded", "main")
+  assert "model.safetensors.index.json" in os.listdir(snapshot)
+  assert "model-00001-of-00002.safetensors" not in os.listdir(snapshot)  # no shard fetched
   with pytest.raises(hub.HubError, match=r"hf://nobody/nothing: no such repository"):
     from_pretrained("hf://nobody/nothing")
   fake_hub.offline = True

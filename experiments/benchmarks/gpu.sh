@@ -13,7 +13,8 @@
 #   train_large  BERT-large pretraining step at 512 and 128 tokens (the goal: >= 50% MFU at 512), scanned and not
 #   train_base   BERT-base pretraining step
 #   forward      BERT-base and BERT-large inference
-# No part starts after GPU_BUDGET_S seconds (default 420). Results: OUT/PART.md (each part's table),
+# No part starts after GPU_BUDGET_S seconds from the script's start (default 420; give the device call's
+# timeout about 2 minutes more, for the last part started). Results: OUT/PART.md (each part's table),
 # OUT/gpu_results.tar.gz (every part's results.md/.json, plot and worker logs), OUT/nvidia-smi.txt: few files,
 # as the device tool returns at most 8.
 #
@@ -25,9 +26,10 @@ set -euo pipefail
 OUT=${1:?usage: gpu.sh OUT}
 PYTHON=${PYTHON:-.venv/bin/python}
 BUDGET=${GPU_BUDGET_S:-420}
-cd "$(dirname "$0")/../.."
+START=$SECONDS  # the budget counts from here: installing wheels and starting jax included
 mkdir -p "$OUT"
-OUT=$(cd "$OUT" && pwd)
+OUT=$(cd "$OUT" && pwd)  # before the cd below: a relative OUT is the caller's
+cd "$(dirname "$0")/../.."
 SCRATCH=$(mktemp -d)
 if compgen -G ".whl/*.whl" > /dev/null; then
   "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$SCRATCH/site" .whl/*.whl
@@ -37,7 +39,6 @@ nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1 || true
 "$PYTHON" -c "import jax, flax; print('jax', jax.__version__, 'flax', flax.__version__, jax.devices())"
 COMMON=(--jax-platforms "${GPU_PLATFORM:-cuda}" --dtype bfloat16 --attention-kernel dot_product --rounds 3 --iters 10
   --warmup 3)
-START=$SECONDS
 
 part() {  # part NAME BENCH_ARGS...: one bench.py run, then everything so far packed into OUT
   local name=$1
@@ -47,12 +48,14 @@ part() {  # part NAME BENCH_ARGS...: one bench.py run, then everything so far pa
     return 0
   fi
   echo "gpu.sh: $name (at $((SECONDS - START)) s)"
-  if "$PYTHON" experiments/benchmarks/bench.py "${COMMON[@]}" "$@" --out "$SCRATCH/$name"; then
+  if "$PYTHON" experiments/benchmarks/bench.py "${COMMON[@]}" "$@" --out "$SCRATCH/$name" &&
+    [ -f "$SCRATCH/$name/results.md" ]; then
     cp "$SCRATCH/$name/results.md" "$OUT/$name.md"
   else
     echo "gpu.sh: $name failed (its worker logs are in gpu_results.tar.gz)" | tee -a "$OUT/failed.txt"
   fi
-  tar -czf "$OUT/gpu_results.tar.gz" -C "$SCRATCH" --exclude site .
+  # Written aside and renamed: a run killed while packing keeps the previous archive whole.
+  tar -czf "$OUT/.gpu_results.tar.gz.tmp" -C "$SCRATCH" --exclude site . && mv "$OUT/.gpu_results.tar.gz.tmp" "$OUT/gpu_results.tar.gz"
 }
 
 part smoke --modes forward,train --peers bert_jax --cases "${GPU_SMOKE_CASE:-L-2_H-128_A-2:8x128}"

@@ -16,11 +16,12 @@ PY="$VENV/bin/python"
 die() { echo "launch.sh: $*" >&2; exit 2; }
 # A URL workdir (gs://...) is refused by bert_jax.main on every worker after minutes of set-up; refuse it here.
 local_workdir() {
-  local a
+  local a previous=""
   for a in "$@"; do
-    case "$a" in
-      --workdir=*://*) die "$a is a URL: bert_jax writes its workdir through the local file system; give a path every worker sees (a shared file system, or the bucket mounted on every worker: README, 'Cloud Storage')" ;;
+    case "$previous $a" in
+      "--workdir "*://* | *" --workdir="*://*) die "--workdir ${a#--workdir=} is a URL: bert_jax writes its workdir through the local file system; give a path every worker sees (a shared file system, or the bucket mounted on every worker: README, 'Cloud Storage')" ;;
     esac
+    previous=$a
   done
 }
 

@@ -74,10 +74,18 @@ def check_config_paths(config, prefix: str = "config") -> None:
     if hasattr(value, "items"):
       check_config_paths(value, name)
     elif key in PATH_FIELDS and isinstance(value, str):
-      if value.startswith("hf://") and key not in CHECKPOINT_FIELDS:
-        raise ValueError(
-          f"--{name}={value!r}: a HuggingFace Hub name is taken where a checkpoint goes "
-          f"({', '.join(CHECKPOINT_FIELDS)}); {key} needs a local path"
-        )
-      if not value.startswith("hf://"):
-        require_local(value, f"--{name}")
+      if key in CHECKPOINT_FIELDS and value.startswith("hf://"):
+        from bert_jax import hub
+
+        try:  # the name's shape now, not when the job reaches it
+          hub.parse(value)
+        except hub.HubError as e:
+          raise ValueError(f"--{name}: {e}") from None
+        continue
+      for part in value.split(","):  # source and validation take comma-separated lists
+        if part.strip().startswith("hf://"):
+          raise ValueError(
+            f"--{name}={value!r}: a HuggingFace Hub name is taken where a checkpoint goes "
+            f"({', '.join(CHECKPOINT_FIELDS)}); {key} needs a local path"
+          )
+        require_local(part.strip(), f"--{name}")

@@ -853,6 +853,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   try:
     try:
       files.require_local(args.root, "--root")
+      if getattr(args, "out", None):
+        files.require_local(args.out, "--out")
     except ValueError as e:
       raise SweepError(str(e)) from None
     sweep = load_sweep(args.sweep)

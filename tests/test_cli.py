@@ -97,6 +97,14 @@ def test_config_path_fields():
   )
   with pytest.raises(ValueError, match=r"--config\.data\.source='gs://b/\*\.txt' is a gs:// URL"):
     files.check_config_paths(config)
+  config.data.source = "corpus/a.txt, gs://b/c.txt"  # comma-separated: every part is checked
+  with pytest.raises(ValueError, match=r"--config\.data\.source='gs://b/c\.txt' is a gs:// URL"):
+    files.check_config_paths(config)
   config.data.source = "corpus/*.txt"
   files.check_config_paths(config)  # TFDS opens gs:// data dirs itself; texts and field names are not paths
+  bad_hub = ConfigDict({"finetune": {"init_from": "hf://a/b/c"}})
+  with pytest.raises(
+    ValueError, match=r"--config\.finetune\.init_from: 'hf://a/b/c' is not a Hub model name"
+  ):
+    files.check_config_paths(bad_hub)
   assert files.is_url("hf://org/model") and not files.is_url("C:/data") and not files.is_url("a/b://c")

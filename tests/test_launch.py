@@ -67,7 +67,9 @@ def test_url_workdir_is_refused_before_any_worker_is_touched():
       *mode, "--", "--config=configs/demo.py", "--workdir=gs://bucket/run", JAX_COORDINATOR_ADDRESS="h:1"
     )
     assert result.returncode == 2 and not result.stdout
-    assert "--workdir=gs://bucket/run is a URL" in result.stderr and "Cloud Storage" in result.stderr
+    assert "--workdir gs://bucket/run is a URL" in result.stderr and "Cloud Storage" in result.stderr
+  result = launch("tpu", "pod", "zone", "--dry-run", "--", "--workdir", "s3://bucket/run")
+  assert result.returncode == 2 and "--workdir s3://bucket/run is a URL" in result.stderr
 
 
 def test_tpu_dry_run_without_worker_count_shows_the_query():

@@ -120,6 +120,7 @@ def load_or_train_tokenizer(config, workdir: str) -> Tokenizer:
     )
     tokenizer.save(vocab_dir)
   _barrier("vocab")
+  require_shared(os.path.join(vocab_dir, "vocab.txt"), "the vocabulary")
   return Tokenizer.from_pretrained(vocab_dir)
 
 
@@ -128,6 +129,16 @@ def _barrier(name: str) -> None:
     from jax.experimental import multihost_utils
 
     multihost_utils.sync_global_devices(f"bert_jax:{name}")
+
+
+def require_shared(path: str, what: str) -> None:
+  """After a barrier, on a multi-process run: `path`, which process 0 has written, must be visible here. It is
+  not when the workdir is on each host's own disk; say so rather than fail on a missing file."""
+  if jax.process_count() > 1 and not os.path.exists(path):
+    raise TrainingError(
+      f"process {jax.process_index()} cannot see {what} ({path}), which process 0 wrote: a multi-host run "
+      "needs its workdir and data.data_dir on a file system every host shares (README, 'Cloud Storage')"
+    )
 
 
 def prepare_data(config, workdir: str, tokenizer: Tokenizer, phase: Phase, pair_task: str) -> str:
@@ -159,6 +170,7 @@ def prepare_data(config, workdir: str, tokenizer: Tokenizer, phase: Phase, pair_
       on_mismatch=data.on_mismatch,
     )
   _barrier(f"data-{phase.index}")
+  require_shared(os.path.join(data_dir, records.MANIFEST), "the pretraining instances")
   return data_dir
 
 

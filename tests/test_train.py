@@ -299,3 +299,15 @@ def test_init_from_a_huggingface_checkpoint_with_two_phases_in_bfloat16(corpus, 
   for name, value in want.items():
     assert got[name].dtype == np.float32
     np.testing.assert_array_equal(got[name], np.asarray(value), err_msg=name)
+
+
+def test_files_of_process_zero_unseen_elsewhere_say_the_workdir_is_not_shared(tmp_path, monkeypatch):
+  written = tmp_path / "vocab.txt"
+  written.write_text("[PAD]\n")
+  missing = tmp_path / "elsewhere" / "vocab.txt"
+  train.require_shared(str(missing), "the vocabulary")  # one process: nothing to compare with
+  monkeypatch.setattr(jax, "process_count", lambda: 2)
+  monkeypatch.setattr(jax, "process_index", lambda: 1)
+  train.require_shared(str(written), "the vocabulary")
+  with pytest.raises(train.TrainingError, match=r"process 1 cannot see the vocabulary .*every host shares"):
+    train.require_shared(str(missing), "the vocabulary")

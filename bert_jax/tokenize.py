@@ -46,7 +46,9 @@ def _read_lines(path: str) -> Iterator[str]:
 def main(argv: list[str] | None = None) -> None:
   parser = argparse.ArgumentParser(prog="python -m bert_jax.tokenize", description=__doc__.split("\n\n")[0])
   parser.add_argument(
-    "--vocab", required=True, help="a vocab.txt, or a folder with vocab.txt / tokenizer.json"
+    "--vocab",
+    required=True,
+    help="a vocab.txt, a folder with vocab.txt / tokenizer.json, or hf://ORG/NAME (a Hub model's tokenizer)",
   )
   parser.add_argument("--cased", action="store_true", help="keep case and accents (for a vocab.txt)")
   parser.add_argument(
@@ -58,10 +60,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.error("--max-length must be at least 2 ([CLS] and [SEP])")
   if args.file != "-" and not os.path.isfile(args.file):
     parser.exit(1, f"error: input file {args.file!r} does not exist\n")
-  if os.path.isdir(args.vocab) and args.cased:
+  folder = os.path.isdir(args.vocab) or args.vocab.startswith("hf://")
+  if folder and args.cased:
     parser.error("--cased applies to a vocab.txt; a folder's tokenizer config sets the casing")
   try:
-    if os.path.isdir(args.vocab):
+    if folder:
       tokenizer = Tokenizer.from_pretrained(args.vocab)
     else:
       tokenizer = Tokenizer.from_vocab(args.vocab, lowercase=not args.cased)

@@ -19,7 +19,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from bert_jax import checkpointing, distributed, objectives, optim, sharding, summaries, train_state
+from bert_jax import checkpointing, distributed, hub, objectives, optim, sharding, summaries, train_state
 from bert_jax.data import masking as masking_lib
 from bert_jax.data import pipeline, records, text
 from bert_jax.models import BertConfig, BertForPreTraining, scan_params
@@ -101,7 +101,7 @@ def load_or_train_tokenizer(config, workdir: str) -> Tokenizer:
   if data.vocab:
     return (
       Tokenizer.from_pretrained(data.vocab)
-      if os.path.isdir(data.vocab)
+      if os.path.isdir(data.vocab) or hub.is_hub(data.vocab)  # hf://ORG/NAME: a Hub model's tokenizer
       else Tokenizer.from_vocab(data.vocab, lowercase=data.lowercase)
     )
   vocab_dir = os.path.join(workdir, "vocab")

@@ -78,6 +78,19 @@ def test_encoder_from_the_hub_equals_the_local_folder_and_fetches_only_what_it_r
   assert fake_hub.calls[-1][2] == ["*.json", "*.txt"]  # a tokenizer fetches no weights
 
 
+def test_pretraining_vocabulary_from_a_hub_model(fake_hub, minilm_dir, tmp_path):
+  from ml_collections import ConfigDict
+
+  from bert_jax import train
+
+  fake_hub.repos["sentence-transformers/all-MiniLM-L6-v2"] = minilm_dir
+  config = ConfigDict({"data": {"vocab": "hf://sentence-transformers/all-MiniLM-L6-v2", "lowercase": True}})
+  files.check_config_paths(config)
+  tokenizer = train.load_or_train_tokenizer(config, str(tmp_path))
+  assert tokenizer.vocab == Tokenizer.from_pretrained(minilm_dir).vocab
+  assert fake_hub.calls[-1][2] == ["*.json", "*.txt"]
+
+
 def test_a_repository_with_only_pytorch_model_bin_fetches_it_and_nothing_else(fake_hub, tmp_path):
   repo = tmp_path / "legacy"
   model = helpers.tiny_hf_folder(str(repo), "BertModel", safe_serialization=False)

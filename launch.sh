@@ -3,7 +3,9 @@
 #   bash launch.sh demo  [-- MAIN_ARGS]   set up .venv and run the main job on the embedded default
 #   bash launch.sh test  [-- PYTEST_ARGS] set up .venv (+ test requirements) and run the whole test suite
 #   bash launch.sh setup [--test|--gpu]   only create/update .venv (--gpu: the CUDA build of jax)
-#   bash launch.sh tpu NAME ZONE [--workers N] [--dry-run] -- MAIN_ARGS   run on every worker of a TPU VM pod
+#   bash launch.sh tpu NAME ZONE [--workers N] [--gcs BUCKET] [--dry-run] -- MAIN_ARGS
+#                                          run on every worker of a TPU VM pod (--gcs: mount the bucket at
+#                                          /gcs/BUCKET on every worker first, with Cloud Storage FUSE)
 #   bash launch.sh gpu [--port P] [--dry-run] -- MAIN_ARGS                run this node's process of a multi-node GPU job
 # Environment: PYTHON (default python3), VENV (default .venv), WORKDIR (demo output, default runs/demo).
 set -euo pipefail
@@ -62,19 +64,23 @@ run() {
 
 quote() { printf '%q ' "$@" | sed 's/ $//'; }
 
-# launch.sh tpu NAME ZONE [--workers N] [--dry-run] -- MAIN_ARGS
+# launch.sh tpu NAME ZONE [--workers N] [--gcs BUCKET] [--dry-run] -- MAIN_ARGS
 tpu() {
-  [ $# -ge 2 ] || die "usage: launch.sh tpu NAME ZONE [--workers N] [--dry-run] -- MAIN_ARGS"
-  local name=$1 zone=$2 workers=""
+  [ $# -ge 2 ] || die "usage: launch.sh tpu NAME ZONE [--workers N] [--gcs BUCKET] [--dry-run] -- MAIN_ARGS"
+  local name=$1 zone=$2 workers="" bucket=""
   shift 2
   while [ $# -gt 0 ] && [ "$1" != "--" ]; do
     case "$1" in
       --dry-run) DRY=1 ;;
       --workers) workers=${2:?--workers needs a number}; shift ;;
-      *) die "tpu: unknown option '$1' (options: --workers N, --dry-run; main's arguments go after --)" ;;
+      --gcs) bucket=${2:?--gcs needs a bucket name}; shift ;;
+      *) die "tpu: unknown option '$1' (options: --workers N, --gcs BUCKET, --dry-run; main's arguments go after --)" ;;
     esac
     shift
   done
+  if [ -n "$bucket" ] && ! [[ "$bucket" =~ ^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$ ]]; then
+    die "tpu: --gcs $bucket is not a bucket name (lower-case letters, digits, '.', '_', '-'; no gs:// prefix)"
+  fi
   [ "${1:-}" = "--" ] && shift
   [ $# -gt 0 ] || die "tpu: give the main job's arguments after --, e.g. -- --config=configs/demo.py --workdir=/gcs/BUCKET/run"
   local_workdir "$@"
@@ -113,6 +119,16 @@ tpu() {
     echo "$report"
     [ "$(echo "$report" | wc -l)" = 1 ] || die "workers differ in code or versions (above); fix before running"
     [ "$(echo "$report" | awk '{print $1}')" = "$workers" ] || die "expected $workers workers to report, got: $report"
+  fi
+  # 2b. The bucket at /gcs/BUCKET on every worker (Cloud Storage FUSE), so that all of them see one workdir.
+  # Orbax finishes a checkpoint by renaming its folder: a FUSE mount of a flat bucket needs --rename-dir-limit.
+  if [ -n "$bucket" ]; then
+    local mount_cmd="set -e; command -v gcsfuse > /dev/null || { echo 'gcsfuse is not installed on this worker: \
+https://cloud.google.com/storage/docs/cloud-storage-fuse/install' >&2; exit 1; }; sudo mkdir -p /gcs/$bucket \
+&& sudo chown \$(id -u):\$(id -g) /gcs/$bucket && (mountpoint -q /gcs/$bucket \
+|| gcsfuse --implicit-dirs --rename-dir-limit=100000 $bucket /gcs/$bucket)"
+    run "${gc[@]}" ssh "$name" --zone "$zone" --worker=all --command "$mount_cmd" \
+      || die "could not mount gs://$bucket at /gcs/$bucket on every worker (above)"
   fi
   # 3. The job on all workers at once; each writes its own log here. jax.distributed finds the pod itself.
   local pids=() w

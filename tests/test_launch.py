@@ -72,6 +72,32 @@ def test_url_workdir_is_refused_before_any_worker_is_touched():
   assert result.returncode == 2 and "--workdir s3://bucket/run is a URL" in result.stderr
 
 
+def test_tpu_gcs_mounts_the_bucket_on_every_worker_before_the_job():
+  result = launch(
+    "tpu",
+    "pod",
+    "zone",
+    "--workers",
+    "2",
+    "--gcs",
+    "my-bucket",
+    "--dry-run",
+    "--",
+    "--workdir=/gcs/my-bucket/run",
+  )
+  assert result.returncode == 0, result.stderr
+  lines = result.stdout.splitlines()
+  mount = [i for i, line in enumerate(lines) if "gcsfuse\\ --implicit-dirs\\ --rename-dir-limit" in line]
+  jobs = [i for i, line in enumerate(lines) if "bert_jax.main" in line]
+  assert (
+    len(mount) == 1 and "--worker=all" in lines[mount[0]] and "my-bucket\\ /gcs/my-bucket" in lines[mount[0]]
+  )
+  assert len(jobs) == 2 and mount[0] < min(jobs)
+  for bad in ("gs://my-bucket", "My_Bucket", "b"):
+    result = launch("tpu", "pod", "zone", "--gcs", bad, "--dry-run", "--", "--workdir=w")
+    assert result.returncode == 2 and "is not a bucket name" in result.stderr
+
+
 def test_tpu_dry_run_without_worker_count_shows_the_query():
   result = launch("tpu", "pod", "zone", "--dry-run", "--", "--workdir=w")
   assert result.returncode == 0, result.stderr

@@ -232,7 +232,8 @@ def markdown(results: dict) -> str:
     "compile s: JAX peers trace + lower + XLA compile of the step (timed apart from running it); "
     "torch_compile the first call minus a median step; torch_eager has none. first call s: the first call "
     "after building (for torch_compile it includes compiling). XLA peak MB: arguments + outputs - donated "
-    "+ temporaries of the compiled step (XLA's plan). RSS +MB: growth of the worker's resident-set "
+    "+ temporaries of the compiled step (XLA's plan; on CPU it misses the buffers of library kernels XLA "
+    "calls, such as YNNPACK's: RSS +MB sees them). RSS +MB: growth of the worker's resident-set "
     "high-water mark over building the case and its first calls (a process-wide mark: a case smaller than "
     "an earlier one can show 0).",
     "",

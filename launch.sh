@@ -123,10 +123,11 @@ tpu() {
   # 2b. The bucket at /gcs/BUCKET on every worker (Cloud Storage FUSE), so that all of them see one workdir.
   # Orbax finishes a checkpoint by renaming its folder: a FUSE mount of a flat bucket needs --rename-dir-limit.
   if [ -n "$bucket" ]; then
-    local mount_cmd="set -e; command -v gcsfuse > /dev/null || { echo 'gcsfuse is not installed on this worker: \
+    # Mounted already (an earlier launch): left as it is; root cannot even stat another user's FUSE mount.
+    local mount_cmd="set -e; if mountpoint -q /gcs/$bucket 2> /dev/null; then exit 0; fi; \
+command -v gcsfuse > /dev/null || { echo 'gcsfuse is not installed on this worker: \
 https://cloud.google.com/storage/docs/cloud-storage-fuse/install' >&2; exit 1; }; sudo mkdir -p /gcs/$bucket \
-&& sudo chown \$(id -u):\$(id -g) /gcs/$bucket && (mountpoint -q /gcs/$bucket \
-|| gcsfuse --implicit-dirs --rename-dir-limit=100000 $bucket /gcs/$bucket)"
+&& sudo chown \$(id -u):\$(id -g) /gcs/$bucket && gcsfuse --implicit-dirs --rename-dir-limit=100000 $bucket /gcs/$bucket"
     run "${gc[@]}" ssh "$name" --zone "$zone" --worker=all --command "$mount_cmd" \
       || die "could not mount gs://$bucket at /gcs/$bucket on every worker (above)"
   fi

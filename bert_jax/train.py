@@ -105,22 +105,23 @@ def load_or_train_tokenizer(config, workdir: str) -> Tokenizer:
       else Tokenizer.from_vocab(data.vocab, lowercase=data.lowercase)
     )
   vocab_dir = os.path.join(workdir, "vocab")
-  if os.path.exists(os.path.join(vocab_dir, "vocab.txt")):
-    return Tokenizer.from_pretrained(vocab_dir)
-  if data.source.startswith(text.TFDS_PREFIX):
+  vocab_file = os.path.join(vocab_dir, "vocab.txt")
+  if not os.path.exists(vocab_file) and data.source.startswith(text.TFDS_PREFIX):
     raise ValueError(
       f"config.data.vocab is empty and the source {data.source!r} is a TFDS dataset; "
       "train a vocabulary from files (config.data.source=path) or give config.data.vocab"
     )
-  paths = text.expand_paths(data.source)
-  if distributed.is_primary():
+  # Process 0 alone decides whether to train (what another process sees may differ or lag), and every
+  # process meets the barrier either way.
+  if distributed.is_primary() and not os.path.exists(vocab_file):
+    paths = text.expand_paths(data.source)
     log.info("training a WordPiece vocabulary of %d tokens on %s", data.vocab_size, paths)
     tokenizer = train_wordpiece(
       paths, vocab_size=data.vocab_size, lowercase=data.lowercase, limit_alphabet=data.vocab_limit_alphabet
     )
     tokenizer.save(vocab_dir)
   _barrier("vocab")
-  require_shared(os.path.join(vocab_dir, "vocab.txt"), "the vocabulary")
+  require_shared(vocab_file, "the vocabulary")
   return Tokenizer.from_pretrained(vocab_dir)
 
 
@@ -131,10 +132,17 @@ def _barrier(name: str) -> None:
     multihost_utils.sync_global_devices(f"bert_jax:{name}")
 
 
-def require_shared(path: str, what: str) -> None:
+def require_shared(path: str, what: str, wait_s: float = 90.0) -> None:
   """After a barrier, on a multi-process run: `path`, which process 0 has written, must be visible here. It is
-  not when the workdir is on each host's own disk; say so rather than fail on a missing file."""
-  if jax.process_count() > 1 and not os.path.exists(path):
+  not when the workdir is on each host's own disk; say so rather than fail on a missing file. Waits up to
+  `wait_s` first: a network file system may answer from a cache of misses for a while (Cloud Storage FUSE
+  keeps "not found" for 5 s, 60 s before its version 2.8)."""
+  if jax.process_count() == 1:
+    return
+  deadline = time.monotonic() + wait_s
+  while not os.path.exists(path) and time.monotonic() < deadline:
+    time.sleep(1.0)
+  if not os.path.exists(path):
     raise TrainingError(
       f"process {jax.process_index()} cannot see {what} ({path}), which process 0 wrote: a multi-host run "
       "needs its workdir and data.data_dir on a file system every host shares (README, 'Cloud Storage')"

@@ -310,4 +310,4 @@ def test_files_of_process_zero_unseen_elsewhere_say_the_workdir_is_not_shared(tm
   monkeypatch.setattr(jax, "process_index", lambda: 1)
   train.require_shared(str(written), "the vocabulary")
   with pytest.raises(train.TrainingError, match=r"process 1 cannot see the vocabulary .*every host shares"):
-    train.require_shared(str(missing), "the vocabulary")
+    train.require_shared(str(missing), "the vocabulary", wait_s=0.0)

@@ -15,6 +15,7 @@ import os
 import sys
 from collections.abc import Iterator
 
+from bert_jax import hub
 from bert_jax.tokenization import Tokenizer
 
 _BATCH = 1000  # lines per engine call: enough for the engine's threads, few enough to stream
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.error("--max-length must be at least 2 ([CLS] and [SEP])")
   if args.file != "-" and not os.path.isfile(args.file):
     parser.exit(1, f"error: input file {args.file!r} does not exist\n")
-  folder = os.path.isdir(args.vocab) or args.vocab.startswith("hf://")
+  folder = os.path.isdir(args.vocab) or hub.is_hub(args.vocab)
   if folder and args.cased:
     parser.error("--cased applies to a vocab.txt; a folder's tokenizer config sets the casing")
   try:

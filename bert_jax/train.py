@@ -136,7 +136,7 @@ def require_shared(path: str, what: str, wait_s: float = 90.0) -> None:
   """After a barrier, on a multi-process run: `path`, which process 0 has written, must be visible here. It is
   not when the workdir is on each host's own disk; say so rather than fail on a missing file. Waits up to
   `wait_s` first: a network file system may answer from a cache of misses for a while (Cloud Storage FUSE
-  keeps "not found" for 5 s, 60 s before its version 2.8)."""
+  caches "not found" answers by default)."""
   if jax.process_count() == 1:
     return
   deadline = time.monotonic() + wait_s

@@ -126,9 +126,8 @@ class BertConfig:
         f"'local_global' with position_encoding='rope'; this config has attention={self.attention!r}, "
         f"position_encoding={self.position_encoding!r} (set it to 0)"
       )
-    for name in ("scale_embeddings",):
-      if not isinstance(getattr(self, name), bool):
-        problems.append(f"{name}={getattr(self, name)!r} (expected True or False)")
+    if not isinstance(self.scale_embeddings, bool):
+      problems.append(f"scale_embeddings={self.scale_embeddings!r} (expected True or False)")
     for name in ("dropout_rate", "attention_dropout_rate"):
       if not 0.0 <= getattr(self, name) < 1.0:
         problems.append(f"{name}={getattr(self, name)!r} (expected a value in [0, 1))")

@@ -10,6 +10,8 @@ import re
 import tempfile
 from typing import Any, Iterator
 
+from bert_jax import hub
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[str]:
@@ -75,18 +77,16 @@ def check_config_paths(config, prefix: str = "config") -> None:
     if hasattr(value, "items"):
       check_config_paths(value, name)
     elif key in PATH_FIELDS and isinstance(value, str):
-      if key in CHECKPOINT_FIELDS and value.startswith("hf://"):
-        from bert_jax import hub
-
+      if key in CHECKPOINT_FIELDS and hub.is_hub(value):
         try:  # the name's shape now, not when the job reaches it
           hub.parse(value)
         except hub.HubError as e:
           raise ValueError(f"--{name}: {e}") from None
         continue
       for part in value.split(","):  # source and validation take comma-separated lists
-        if part.strip().startswith("hf://"):
+        if hub.is_hub(part.strip()):
           raise ValueError(
-            f"--{name}={value!r}: a HuggingFace Hub name is taken where a checkpoint goes "
+            f"--{name}={value!r}: a HuggingFace Hub name is taken where a checkpoint or its tokenizer goes "
             f"({', '.join(CHECKPOINT_FIELDS)}); {key} needs a local path"
           )
         require_local(part.strip(), f"--{name}")

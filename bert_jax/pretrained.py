@@ -174,6 +174,19 @@ def detect_format(path: str) -> str:
   )
 
 
+def read_config(path: str | os.PathLike, **overrides: Any) -> BertConfig:
+  """A checkpoint folder's BertConfig from its config file alone (no weights read): HuggingFace config.json,
+  Google bert_config.json or bert_jax_config.json. Keyword arguments override fields, as in from_pretrained."""
+  path = hub.local_folder(path)
+  kind = detect_format(path)
+  overrides = {k: v for k, v in overrides.items() if v is not None}
+  if kind == "bert_jax":
+    config_path = os.path.join(path, BERT_JAX_CONFIG)
+    return BertConfig.from_dict(dict(read_json(config_path)["model"], **overrides), source=config_path)
+  config_path = os.path.join(path, "config.json" if kind == "huggingface" else "bert_config.json")
+  return BertConfig.from_hf_dict(read_json(config_path), source=config_path, **overrides)
+
+
 def from_pretrained(
   path: str | os.PathLike,
   *,

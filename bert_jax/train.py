@@ -19,7 +19,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from bert_jax import checkpointing, distributed, hub, objectives, optim, sharding, summaries, train_state
+from bert_jax import checkpointing, distributed, hub, objectives, optim, sharding, summaries, topology, train_state
 from bert_jax.data import masking as masking_lib
 from bert_jax.data import pipeline, records, text
 from bert_jax.models import BertConfig, BertForPreTraining, scan_params
@@ -198,14 +198,26 @@ def masking_config(config, phase: Phase) -> masking_lib.MaskingConfig:
 # --- model -----------------------------------------------------------------------------------
 
 
-def build_model(config, tokenizer: Tokenizer):
+def planned_vocab_size(config) -> int:
+  """The vocabulary size a run will have, read without data (compile-only runs): config.model.vocab_size, else
+  the tokenizer config.data.vocab names, else the size a trained vocabulary is asked for (config.data.vocab_size,
+  an upper bound: training may stop short of it)."""
+  if config.model.vocab_size:
+    return int(config.model.vocab_size)
+  if config.data.vocab:
+    return load_or_train_tokenizer(config, workdir="").vocab_size  # a named vocabulary is only read
+  return int(config.data.vocab_size)
+
+
+def build_model(config, vocab_size: int):
+  """(the pretraining model, its BertConfig) for a vocabulary of `vocab_size` tokens."""
   values = config.model.to_dict()
   if values["vocab_size"] in (0, None):
-    values["vocab_size"] = tokenizer.vocab_size
+    values["vocab_size"] = vocab_size
   bert = BertConfig.from_dict(values, source="config.model")
-  if bert.vocab_size != tokenizer.vocab_size:
+  if bert.vocab_size != vocab_size:
     raise ValueError(
-      f"config.model.vocab_size={bert.vocab_size} but the tokenizer has {tokenizer.vocab_size} "
+      f"config.model.vocab_size={bert.vocab_size} but the tokenizer has {vocab_size} "
       "tokens; set config.model.vocab_size=0 to take the tokenizer's"
     )
   pair = objectives.pair_task(config.objective)
@@ -217,6 +229,40 @@ def build_model(config, tokenizer: Tokenizer):
   return BertForPreTraining(bert, nsp=pair is not None), bert
 
 
+@dataclasses.dataclass
+class Run:
+  """What a pretraining run compiles: the model, optimizer and objective, and the train state's shapes and
+  shardings (shared by the runner and compile-only runs, bert_jax/aot.py)."""
+
+  model: Any
+  bert: BertConfig
+  tx: Any
+  objective: Any
+  abstract: Any
+  shardings: Any
+
+  def train_step(self, config, mesh, rules) -> train_state.ShardedStep:
+    return train_state.make_train_step(
+      self.model,
+      self.tx,
+      self.objective,
+      mesh,
+      rules,
+      self.shardings,
+      accumulation_steps=config.optimizer.accumulation_steps,
+    )
+
+  def eval_step(self, mesh, rules) -> train_state.ShardedStep:
+    return train_state.make_eval_step(self.model, self.objective, mesh, rules, self.shardings.params)
+
+
+def build_run(config, vocab_size: int, mesh, rules) -> Run:
+  model, bert = build_model(config, vocab_size)
+  tx = optim.make_optimizer(config.optimizer, total_steps=config.total_steps)
+  abstract, shardings = train_state.state_shardings(model, tx, mesh, rules)
+  return Run(model, bert, tx, objectives.get(config.objective), abstract, shardings)
+
+
 def flops_per_token(bert: BertConfig, seq_len: int) -> float:
   """Training FLOPs per token: 6 x (matmul parameters) + the attention score/context matmuls
   (12 x layers x hidden x seq_len), the usual estimate (Kaplan et al.; PaLM appendix B)."""
@@ -226,26 +272,11 @@ def flops_per_token(bert: BertConfig, seq_len: int) -> float:
   return 6.0 * (layers * per_layer + h * bert.vocab_size) + 12.0 * layers * h * seq_len
 
 
-_PEAK_FLOPS = {  # dense bf16 peak per chip, from the vendors' data sheets
-  "TPU v4": 275e12,
-  "TPU v5 lite": 197e12,
-  "TPU v5e": 197e12,
-  "TPU v5p": 459e12,
-  "TPU v6 lite": 918e12,
-  "NVIDIA H100": 989e12,
-  "NVIDIA H200": 989e12,
-  "NVIDIA A100": 312e12,
-}
-
-
 def peak_flops_per_device(config) -> float | None:
   if config.peak_flops_per_device:
     return float(config.peak_flops_per_device)
-  kind = jax.devices()[0].device_kind
-  for name, value in _PEAK_FLOPS.items():
-    if kind.startswith(name):
-      return value
-  return None
+  chip = topology.chip_for_device_kind(jax.devices()[0].device_kind)
+  return chip.peak_bf16_flops if chip else None
 
 
 # --- state -------------------------------------------------------------------------------------
@@ -335,7 +366,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   os.makedirs(workdir, exist_ok=True)
   primary = distributed.is_primary()
   phases = phases_from_config(config)
-  objective = objectives.get(config.objective)
+  objectives.get(config.objective)  # an unknown name fails before any work
   pair_task = objectives.pair_task(config.objective) or "none"
   mesh, rules = sharding.from_config(config.mesh)
   for phase in phases:
@@ -343,9 +374,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
 
   tokenizer = load_or_train_tokenizer(config, workdir)
   vocab = pipeline.VocabInfo.from_tokenizer(tokenizer)
-  model, bert = build_model(config, tokenizer)
-  tx = optim.make_optimizer(config.optimizer, total_steps=config.total_steps)
-  abstract, shardings = train_state.state_shardings(model, tx, mesh, rules)
+  run = build_run(config, tokenizer.vocab_size, mesh, rules)
+  model, bert, tx, abstract, shardings = run.model, run.bert, run.tx, run.abstract, run.shardings
 
   ckpt = checkpointing.Checkpointer(
     os.path.join(workdir, "checkpoints"),
@@ -388,7 +418,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     from bert_jax import files
 
     files.write_json(files_config, config_json)
-  eval_step = train_state.make_eval_step(model, objective, mesh, rules, shardings.params)
+  eval_step = run.eval_step(mesh, rules)
   peak = peak_flops_per_device(config)
   last_train: dict[str, float] = {}
   last_eval: dict[str, float] = {}
@@ -416,9 +446,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
       if data_state_from is not None and step > phase.start:
         data_state_from.restore_data(step, iterator)  # the iterator's position within this phase
       data_state_from = None
-      train_step = train_state.make_train_step(
-        model, tx, objective, mesh, rules, shardings, accumulation_steps=config.optimizer.accumulation_steps
-      )
+      train_step = run.train_step(config, mesh, rules)
       tokens_per_step = phase.batch_size * phase.max_seq_length
       step_flops = flops_per_token(bert, phase.max_seq_length) * tokens_per_step
       window_start, window_steps = time.perf_counter(), 0

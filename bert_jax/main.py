@@ -3,6 +3,8 @@
 python -m bert_jax.main --config=configs/demo.py --workdir=runs/demo [--config.x=y ...]
 """
 
+import sys
+
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -27,6 +29,14 @@ _COMPILATION_CACHE = flags.DEFINE_string(
   "$JAX_COMPILATION_CACHE_DIR when set, else <workdir>/xla_cache; off; or a directory "
   "(bert_jax/compile_cache.py).",
 )
+_COMPILE_ONLY = flags.DEFINE_string(
+  "compile_only",
+  None,
+  "Compile the job's steps for a TPU slice that is not attached and report per-chip HBM, FLOPs, a roofline "
+  "step time and collectives, without running or reading data (bert_jax/aot.py): a Cloud TPU accelerator type "
+  "(v4-32, v5litepod-16, v5p-128, v6e-8) or JAX's form (v5p:4x4x4). Needs libtpu.",
+)
+_SLICES = flags.DEFINE_integer("slices", 1, "With --compile_only: this many identical slices (multi-slice).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -42,6 +52,8 @@ def main(argv):
     files.check_config_paths(_CONFIG.value)
   except ValueError as e:
     raise app.UsageError(str(e)) from None
+  if _COMPILE_ONLY.value:
+    return compile_only()
   from bert_jax import distributed
 
   distributed.initialize(_DISTRIBUTED.value)
@@ -57,6 +69,18 @@ def main(argv):
     stages.run_job(_CONFIG.value, _WORKDIR.value)
   except stages.UnknownJob as e:
     raise app.UsageError(str(e)) from None
+
+
+def compile_only() -> None:
+  """A compile-only run: one process, no distributed runtime, no XLA cache; writes only its report."""
+  from bert_jax import aot, sharding, topology
+
+  try:
+    report = aot.compile_only(_CONFIG.value, _WORKDIR.value, _COMPILE_ONLY.value, _SLICES.value)
+  except (topology.TopologyError, sharding.ShardingError, ValueError) as e:
+    raise app.UsageError(str(e)) from None
+  if not report["fits"]:
+    sys.exit(aot.EXIT_DOES_NOT_FIT)
 
 
 if __name__ == "__main__":

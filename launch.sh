@@ -3,9 +3,10 @@
 #   bash launch.sh demo  [-- MAIN_ARGS]   set up .venv and run the main job on the embedded default
 #   bash launch.sh test  [-- PYTEST_ARGS] set up .venv (+ test requirements) and run the whole test suite
 #   bash launch.sh setup [--test|--gpu]   only create/update .venv (--gpu: the CUDA build of jax)
-#   bash launch.sh tpu NAME ZONE [--workers N] [--gcs BUCKET] [--dry-run] -- MAIN_ARGS
+#   bash launch.sh tpu NAME ZONE [--workers N] [--gcs BUCKET] [--accelerator TYPE [--slices N]] [--dry-run] -- MAIN_ARGS
 #                                          run on every worker of a TPU VM pod (--gcs: mount the bucket at
-#                                          /gcs/BUCKET on every worker first, with Cloud Storage FUSE)
+#                                          /gcs/BUCKET on every worker first, with Cloud Storage FUSE;
+#                                          --accelerator: compile the job for that slice here first, refuse if it does not fit)
 #   bash launch.sh gpu [--port P] [--dry-run] -- MAIN_ARGS                run this node's process of a multi-node GPU job
 # Environment: PYTHON (default python3), VENV (default .venv), WORKDIR (demo output, default runs/demo).
 set -euo pipefail
@@ -55,6 +56,7 @@ setup() {
 }
 
 JAX_VERSION=$(sed -n 's/^jax==//p' requirements.txt)
+LIBTPU_VERSION=$(sed -n 's/^libtpu==//p' requirements-test.txt)
 
 # In a dry run, print each command (shell-quoted, ready to paste) instead of running it.
 DRY=0
@@ -64,17 +66,44 @@ run() {
 
 quote() { printf '%q ' "$@" | sed 's/ $//'; }
 
-# launch.sh tpu NAME ZONE [--workers N] [--gcs BUCKET] [--dry-run] -- MAIN_ARGS
+# Pre-flight: the job compiled here for the pod's slice (bert_jax/aot.py, the real TPU compiler from libtpu),
+# before anything is copied or installed; a job that does not fit its chips' HBM is refused with the report's advice.
+preflight() {
+  local accelerator=$1 slices=$2 name=$3
+  shift 3
+  local folder=".launch/preflight-$name"
+  local cmd=("$PY" -m bert_jax.main "$@" --workdir="$folder" --compile_only="$accelerator" --slices="$slices")
+  if [ "$DRY" = 1 ]; then
+    echo "bash launch.sh setup && $PY -m pip install libtpu==$LIBTPU_VERSION"
+    echo "$(quote "${cmd[@]}")  # pre-flight: stops here unless the job fits $accelerator"
+    return 0
+  fi
+  setup 0
+  "$PY" -c 'import libtpu' 2> /dev/null || "$PY" -m pip install --quiet "libtpu==$LIBTPU_VERSION" \
+    || die "pre-flight needs libtpu: $PY -m pip install libtpu==$LIBTPU_VERSION"
+  echo "pre-flight: compiling the job for $accelerator on this machine (minutes for BERT-large) ..."
+  local status=0
+  JAX_PLATFORMS=cpu "${cmd[@]}" || status=$?
+  case $status in
+    0) echo "pre-flight: fits $accelerator (report: $folder/compile/)" ;;
+    3) die "the job does not fit $accelerator (report and advice above, and in $folder/compile/); nothing was started" ;;
+    *) die "pre-flight compile for $accelerator failed (exit $status, above); nothing was started" ;;
+  esac
+}
+
+# launch.sh tpu NAME ZONE [--workers N] [--gcs BUCKET] [--accelerator TYPE [--slices N]] [--dry-run] -- MAIN_ARGS
 tpu() {
-  [ $# -ge 2 ] || die "usage: launch.sh tpu NAME ZONE [--workers N] [--gcs BUCKET] [--dry-run] -- MAIN_ARGS"
-  local name=$1 zone=$2 workers="" bucket=""
+  [ $# -ge 2 ] || die "usage: launch.sh tpu NAME ZONE [--workers N] [--gcs BUCKET] [--accelerator TYPE [--slices N]] [--dry-run] -- MAIN_ARGS"
+  local name=$1 zone=$2 workers="" bucket="" accelerator="" slices=1
   shift 2
   while [ $# -gt 0 ] && [ "$1" != "--" ]; do
     case "$1" in
       --dry-run) DRY=1 ;;
       --workers) workers=${2:?--workers needs a number}; shift ;;
       --gcs) bucket=${2:?--gcs needs a bucket name}; shift ;;
-      *) die "tpu: unknown option '$1' (options: --workers N, --gcs BUCKET, --dry-run; main's arguments go after --)" ;;
+      --accelerator) accelerator=${2:?--accelerator needs a TPU type such as v4-32}; shift ;;
+      --slices) slices=${2:?--slices needs a number}; shift ;;
+      *) die "tpu: unknown option '$1' (options: --workers N, --gcs BUCKET, --accelerator TYPE, --slices N, --dry-run; main's arguments go after --)" ;;
     esac
     shift
   done
@@ -84,6 +113,7 @@ tpu() {
   [ "${1:-}" = "--" ] && shift
   [ $# -gt 0 ] || die "tpu: give the main job's arguments after --, e.g. -- --config=configs/demo.py --workdir=/gcs/BUCKET/run"
   local_workdir "$@"
+  if [ -n "$accelerator" ]; then preflight "$accelerator" "$slices" "$name" "$@"; fi
   local main_args
   main_args=$(quote "$@")
   local gc=(gcloud compute tpus tpu-vm)

@@ -163,3 +163,26 @@ def test_cluster_detection_from_environment():
   assert distributed.initialize("off", env={"SLURM_NTASKS": "4"}) is False
   with pytest.raises(ValueError, match="distributed mode 'maybe'"):
     distributed.initialize("maybe", env={})
+
+
+def test_tpu_preflight_refuses_a_job_that_does_not_fit_before_touching_the_pod():
+  """--accelerator compiles the job here for that slice first (bert_jax/aot.py); a 3.2B-parameter model under dp
+  does not fit a v5e chip, so nothing is copied, installed or started (no gcloud call at all)."""
+  args = ["--config=configs/pretrain.py:variant=L-4_H-8192_A-64,objective=mlm", "--config.model.vocab_size=512"]
+  args += ["--config.data.max_seq_length=32", "--config.batch_size=4", "--config.eval_every=0", "--workdir=/gcs/b/run"]
+  dry = launch("tpu", "pod", "zone", "--accelerator", "v5litepod-4", "--dry-run", "--", *args)
+  assert dry.returncode == 0, dry.stderr
+  first = dry.stdout.splitlines()[1]
+  assert "--compile_only=v5litepod-4" in first and "--workdir=.launch/preflight-pod" in first
+  result = subprocess.run(
+    ["bash", "launch.sh", "tpu", "pod", "zone", "--accelerator", "v5litepod-4", "--workers", "1", "--", *args],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=600,
+    env=dict(os.environ, PATH="/usr/bin:/bin"),  # no gcloud here: a call to it would fail differently
+  )
+  assert result.returncode == 2, result.stderr[-2000:]
+  assert "does not fit v5litepod-4" in result.stderr and "nothing was started" in result.stderr
+  assert "Does not fit" in result.stdout
+  assert "gcloud" not in result.stderr + result.stdout

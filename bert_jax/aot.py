@@ -116,7 +116,7 @@ def _pretrain_programs(config, mesh, rules) -> list[Program]:
     programs.append(
       Program(
         f"train step, phase {phase.index} (seq {phase.max_seq_length}, batch {phase.batch_size})",
-        run.train_step(config, mesh, rules),
+        run.train_step(mesh, rules, config.optimizer.accumulation_steps),
         (state, train_batch),
         {"params": state.params, "optimizer state": state.opt_state, "batch": train_batch},
         tokens,
@@ -212,7 +212,7 @@ def _finetune_programs(config, mesh, rules) -> list[Program]:
   return [
     Program(
       f"train step ({kind}, seq {length}, batch {config.batch_size})",
-      task.train_step(config, mesh, rules),
+      task.train_step(mesh, rules, config.optimizer.accumulation_steps),
       (state, train_batch),
       {"params": state.params, "optimizer state": state.opt_state, "batch": train_batch},
       examples * length,

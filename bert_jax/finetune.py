@@ -377,37 +377,17 @@ def _best(history: list[dict], metric: str, mode: str) -> dict | None:
   return None if best is None else best[1]
 
 
-@dataclasses.dataclass
-class Task:
-  """What one fine-tuning run compiles: the task model, its optimizer and objective, the state's shapes and
-  shardings (what the runner and compile-only runs, bert_jax/aot.py, share)."""
-
-  model: Any
-  tx: Any
-  objective: Any
-  abstract: Any
-  shardings: Any
-
-  def train_step(self, config, mesh, rules) -> train_state.ShardedStep:
-    return train_state.make_train_step(
-      self.model,
-      self.tx,
-      self.objective,
-      mesh,
-      rules,
-      self.shardings,
-      accumulation_steps=config.optimizer.accumulation_steps,
-    )
-
-
-def build_task(config, bert: BertConfig, kind: str, num_labels: int, learning_rate: float, total_steps: int, mesh, rules):
+def build_task(
+  config, bert: BertConfig, kind: str, num_labels: int, learning_rate: float, total_steps: int, mesh, rules
+) -> train_state.Trainable:
+  """The task model with BERT's fine-tuning optimizer for this learning rate and run length, laid out on mesh."""
   opt = ml_collections.ConfigDict(config.optimizer.to_dict())
   opt.learning_rate = learning_rate
   opt.warmup_steps = int(config.warmup_fraction * total_steps)  # as BERT's run_classifier.py
   tx = optim.make_optimizer(opt, total_steps=total_steps, num_layers=bert.num_layers)
   model = task_model(bert, kind, num_labels)
   abstract, shardings = train_state.state_shardings(model, tx, mesh, rules)
-  return Task(model, tx, objectives.get(kind), abstract, shardings)
+  return train_state.Trainable(model, tx, objectives.get(kind), abstract, shardings)
 
 
 def run_one(config, workdir: str, learning_rate: float, seed: int, shared: Shared) -> dict[str, Any]:
@@ -453,7 +433,7 @@ def run_one(config, workdir: str, learning_rate: float, seed: int, shared: Share
       f"start step {start_step} from {source}",
       flush=True,
     )
-  train_step = task.train_step(config, mesh, rules)
+  train_step = task.train_step(mesh, rules, config.optimizer.accumulation_steps)
   predict_step = make_predict_step(model, data.kind, mesh, rules, shardings.params)
   rows = sharding.process_rows(mesh, config.batch_size)
   if config.data.packing:

@@ -230,37 +230,17 @@ def build_model(config, vocab_size: int):
 
 
 @dataclasses.dataclass
-class Run:
-  """What a pretraining run compiles: the model, optimizer and objective, and the train state's shapes and
-  shardings (shared by the runner and compile-only runs, bert_jax/aot.py)."""
+class Run(train_state.Trainable):
+  """A pretraining run's model, optimizer, objective and state layout, with the encoder's config."""
 
-  model: Any
-  bert: BertConfig
-  tx: Any
-  objective: Any
-  abstract: Any
-  shardings: Any
-
-  def train_step(self, config, mesh, rules) -> train_state.ShardedStep:
-    return train_state.make_train_step(
-      self.model,
-      self.tx,
-      self.objective,
-      mesh,
-      rules,
-      self.shardings,
-      accumulation_steps=config.optimizer.accumulation_steps,
-    )
-
-  def eval_step(self, mesh, rules) -> train_state.ShardedStep:
-    return train_state.make_eval_step(self.model, self.objective, mesh, rules, self.shardings.params)
+  bert: BertConfig = None
 
 
 def build_run(config, vocab_size: int, mesh, rules) -> Run:
   model, bert = build_model(config, vocab_size)
   tx = optim.make_optimizer(config.optimizer, total_steps=config.total_steps)
   abstract, shardings = train_state.state_shardings(model, tx, mesh, rules)
-  return Run(model, bert, tx, objectives.get(config.objective), abstract, shardings)
+  return Run(model, tx, objectives.get(config.objective), abstract, shardings, bert)
 
 
 def flops_per_token(bert: BertConfig, seq_len: int) -> float:
@@ -446,7 +426,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
       if data_state_from is not None and step > phase.start:
         data_state_from.restore_data(step, iterator)  # the iterator's position within this phase
       data_state_from = None
-      train_step = run.train_step(config, mesh, rules)
+      train_step = run.train_step(mesh, rules, config.optimizer.accumulation_steps)
       tokens_per_step = phase.batch_size * phase.max_seq_length
       step_flops = flops_per_token(bert, phase.max_seq_length) * tokens_per_step
       window_start, window_steps = time.perf_counter(), 0

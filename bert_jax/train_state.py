@@ -8,6 +8,7 @@ each array directly in its shards, so no device ever holds a full parameter it d
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from typing import Any, Callable, Mapping
 
 import flax.linen as nn
@@ -201,3 +202,24 @@ def make_eval_step(model, objective, mesh: Mesh, rules, param_shardings) -> Shar
     in_shardings=(param_shardings, sharding_lib.batch_sharding(mesh)),
     out_shardings=replicated,
   )
+
+
+@dataclasses.dataclass
+class Trainable:
+  """A model with its optimizer and objective, and its train state's abstract shapes and shardings: what a run
+  compiles. The runners and compile-only runs (bert_jax/aot.py) build their steps from it, so both compile the
+  same programs."""
+
+  model: Any
+  tx: Any
+  objective: Any
+  abstract: Any
+  shardings: Any
+
+  def train_step(self, mesh: Mesh, rules, accumulation_steps: int = 1) -> ShardedStep:
+    return make_train_step(
+      self.model, self.tx, self.objective, mesh, rules, self.shardings, accumulation_steps=accumulation_steps
+    )
+
+  def eval_step(self, mesh: Mesh, rules) -> ShardedStep:
+    return make_eval_step(self.model, self.objective, mesh, rules, self.shardings.params)

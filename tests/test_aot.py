@@ -121,7 +121,7 @@ def test_fsdp_arguments_fall_as_one_over_n_and_match_xla(tmp_path):
   """Per chip, XLA's argument bytes equal the state's own shards plus the batch's (1%); under fsdp over 4
   chips every parameter sharded along embed holds a quarter of what it holds under dp. Hidden size 512: each
   chip's 128 columns fill whole TPU tiles (narrower shards are padded to 128 lanes, which XLA counts)."""
-  sizes = dict(variant="L-2_H-512_A-8", **{"data.max_seq_length": 128, "data.masking.max_predictions": 128})
+  sizes = dict(variant="L-1_H-512_A-8", **{"data.max_seq_length": 128, "data.masking.max_predictions": 128})
   dp = _report(_pretrain("dp", **sizes), tmp_path / "dp")["programs"][0]["hbm"]
   fsdp = _report(_pretrain("fsdp", data=1, fsdp=-1, **sizes), tmp_path / "fsdp")["programs"][0]["hbm"]
   for hbm in (dp, fsdp):
@@ -225,6 +225,28 @@ def test_finetuning_batch_is_the_runners_packed_batch():
   packed = finetune.pack_rows(real, "classification", per_row=4).batch
   assert {k: (v.dtype, v.ndim) for k, v in arrays.items()} == {k: (v.dtype, v.ndim) for k, v in packed.items()}
   assert arrays["input_ids"].shape[0] >= packed["input_ids"].shape[0]  # the row count's upper bound
+
+
+@pytest.mark.parametrize("pair, packed", [(True, False), (False, True)])
+def test_pretraining_batch_is_the_pipelines(pair, packed):
+  """Fields, dtypes and shapes of the compile-only batch equal masking.batch_features' (the pipeline's)."""
+  from bert_jax.data import masking
+
+  item = {
+    "tokens": ["[CLS]", "a", "[SEP]"],
+    "input_ids": [2, 7, 3],
+    "token_type_ids": [0, 0, 0],
+    "masked_positions": [1, 0],
+    "masked_ids": [7, 0],
+    "masked_weights": [1.0, 0.0],
+  }
+  if pair:
+    item["pair_label"] = 1
+  if packed:
+    item["segment_ids"], item["position_ids"] = [1, 1, 1], [0, 1, 2]
+  real = masking.batch_features([item, item], 16)
+  ours = aot.pretraining_batch(2, 16, 2, "nsp" if pair else None, packed)
+  assert {k: (v.shape, v.dtype) for k, v in ours.items()} == {k: (v.shape, v.dtype) for k, v in real.items()}
 
 
 def test_embed_compiles_for_one_chip(tmp_path):

@@ -149,18 +149,20 @@ def test_a_query_with_no_visible_key_attends_uniformly_and_stays_finite():
     assert all(bool(jnp.isfinite(g).all()) for g in grads)
 
 
-@pytest.mark.parametrize("kernel", ["chunked", "dot_product", "pallas"])
+@pytest.mark.parametrize("kernel", ["chunked", "dot_product", "pallas", "splash"])
 def test_every_kernel_matches_the_reference(kernel):
   """float32, random inputs with padding, GQA, with and without packing, bias and window: 1e-5 on real tokens.
-  The Pallas TPU kernel runs in Pallas' interpreter here."""
+  The Pallas TPU kernels run in Pallas' interpreter here; what they cannot do (pallas: a window; splash: a
+  bias) goes to their fallbacks, which are compared too (splash's with one bias: they are tested kernels)."""
   q, k, v, valid, segments = _random_qkv()
   table = jnp.asarray(np.random.default_rng(1).normal(size=(8, 4)), jnp.float32)
   run = attention.get_kernel(kernel)
-  if kernel == "pallas":
+  if kernel in ("pallas", "splash"):
     run = functools.partial(run, interpret=True)
+  biases = (None, positions.alibi_bias(positions.alibi_slopes(4)), positions.t5_bias(table, 16))
   for packed in (False, True):
     tokens = attention.tokens(jnp.asarray(valid), jnp.asarray(segments) if packed else None)
-    for bias in (None, positions.alibi_bias(positions.alibi_slopes(4)), positions.t5_bias(table, 16)):
+    for bias in biases[:2] if kernel == "splash" else biases:
       for window in (None, 5) if kernel != "pallas" else (None,):
         want = attention.xla_attention(q, k, v, tokens, bias=bias, window=window)
         got = run(q, k, v, tokens, bias=bias, window=window, block_size=8)
@@ -453,13 +455,16 @@ def test_names_and_impossible_combinations_are_clear_errors():
     TINY.replace(position_encoding="rope").to_hf_dict()
 
 
-def test_kernel_fallbacks_are_logged(caplog, monkeypatch):
+@pytest.mark.parametrize("kernel", ["pallas", "splash"])
+def test_kernel_fallbacks_are_logged(kernel, caplog, monkeypatch):
+  """Compiling for CPU (no mesh: jax.default_backend()), the TPU kernels compute `xla`'s result and say why."""
   monkeypatch.setattr(attention, "_warned", set())  # each reason is logged once per process
   q, k, v, valid, _ = _random_qkv(length=8)
   tokens = attention.tokens(jnp.asarray(valid[:, :8]))
   with caplog.at_level("WARNING", logger="bert_jax.attention"):
-    out = attention.get_kernel("pallas")(q[:, :8], k[:, :8], v[:, :8], tokens)
-  assert "needs a TPU; this backend is cpu" in caplog.text
+    out = attention.get_kernel(kernel)(q[:, :8], k[:, :8], v[:, :8], tokens)
+  assert f"attention kernel {kernel!r} falls back to 'xla'" in caplog.text
+  assert "needs a TPU; compiling for cpu (the platform of the mesh's devices)" in caplog.text
   np.testing.assert_allclose(out, attention.xla_attention(q[:, :8], k[:, :8], v[:, :8], tokens), atol=1e-6)
 
 

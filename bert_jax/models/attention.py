@@ -13,9 +13,13 @@ the context (batch, length, heads, head_dim). Kernels, `BertConfig.attention_ker
                local attention costs linear time too
   dot_product  `jax.nn.dot_product_attention`: cuDNN flash attention on GPU for bf16/fp16, XLA elsewhere
   pallas       the Pallas flash-attention kernel for TPU (jax.experimental.pallas.ops.tpu)
+  splash       Pallas splash attention for TPU: dense and sliding-window masks, grouped key/value heads
+  (the two TPU kernels live in tpu_attention.py and run per device under jax.shard_map)
 
-A kernel that cannot run a request (no TPU, no dropout support, no window support) falls back to one that
-can and logs the reason once. A **variant**, `BertConfig.attention`, decides what each layer computes:
+A kernel that cannot run a request (not compiling for TPU, no dropout support, no window or bias support)
+falls back to one that can and logs the reason once. Kernels ask `target_platform()` which platform they are
+compiled for: the mesh's devices, which differ from `jax.default_backend()` when compiling ahead of time for
+a TPU that is not attached. A **variant**, `BertConfig.attention`, decides what each layer computes:
 
   dense         full bidirectional attention (BERT)
   local         sliding window of `attention_window` tokens each side
@@ -149,6 +153,18 @@ def check(config) -> None:
     )
 
 
+def target_platform() -> str:
+  """The platform of the program being traced: that of the devices of the mesh in force (`jax.set_mesh`, as
+  `train_state.mesh_context` sets it), else `jax.default_backend()`.
+
+  Not `jax.default_backend()` alone: compiling ahead of time for a TPU slice that is not attached (devices
+  from `jax.experimental.topologies`) traces on a CPU host, where the default backend is "cpu" and a kernel
+  choice made from it would silently compile the fallback into the TPU program. The abstract mesh carries
+  its devices' platform, also inside shard_map, scan, cond and remat bodies."""
+  device = getattr(jax.sharding.get_abstract_mesh(), "abstract_device", None)
+  return device.platform if device is not None else jax.default_backend()
+
+
 _warned: set = set()
 
 
@@ -200,7 +216,7 @@ def xla_attention(
   if group == 1 and deterministic:
     key = jnp.transpose(key, (0, 2, 3, 1))
     value = jnp.transpose(value, (0, 2, 1, 3))
-    if length > 2 * _QUERY_BLOCK and jax.default_backend() == "cpu":
+    if length > 2 * _QUERY_BLOCK and target_platform() == "cpu":
       return _query_blocks(q, key, value, tokens, bias, window)
     context = _heads_first(
       jnp.transpose(q, (0, 2, 1, 3)), key, value, tokens, tokens.segments, bias, window, index
@@ -401,7 +417,7 @@ def dot_product_kernel(
   mask = visible(tokens.valid, tokens.segments, tokens.segments, index, index, None)[:, None]
   bias_array = None if bias is None else bias(index, index)[None].astype(query.dtype)
   implementation = None
-  if jax.default_backend() == "gpu" and query.dtype in (jnp.bfloat16, jnp.float16):
+  if target_platform() == "gpu" and query.dtype in (jnp.bfloat16, jnp.float16):
     implementation = "cudnn"
 
   def call(implementation):
@@ -422,83 +438,6 @@ def dot_product_kernel(
     except (ValueError, NotImplementedError, RuntimeError) as e:
       _fallback("dot_product", "dot_product (XLA)", f"cuDNN refused this call: {e}")
   return call(None)
-
-
-@register_kernel("pallas")
-def pallas_attention(
-  query,
-  key,
-  value,
-  tokens,
-  *,
-  bias=None,
-  window=None,
-  dropout_rate=0.0,
-  dropout_rng=None,
-  deterministic=True,
-  block_size=256,
-  interpret=False,
-):
-  """The Pallas flash-attention kernel for TPU. `interpret=True` runs it in Pallas' TPU interpreter on any
-  platform (slow; for tests). Padding and packing become the kernel's segment ids."""
-  arguments = dict(bias=bias, window=window, block_size=block_size)
-  dropout = dict(dropout_rate=dropout_rate, dropout_rng=dropout_rng, deterministic=deterministic)
-  if not interpret and jax.default_backend() != "tpu":
-    _fallback(
-      "pallas", "xla", f"the Pallas flash kernel needs a TPU; this backend is {jax.default_backend()}"
-    )
-    return xla_attention(query, key, value, tokens, **arguments, **dropout)
-  if not deterministic and dropout_rate > 0.0:
-    _fallback("pallas", "xla", "the Pallas flash kernel has no attention dropout")
-    return xla_attention(query, key, value, tokens, **arguments, **dropout)
-  if window is not None:
-    _fallback("pallas", "chunked", "the Pallas flash kernel has no sliding window")
-    return chunked_attention(query, key, value, tokens, **arguments)
-  from jax.experimental.pallas import tpu as pltpu
-  from jax.experimental.pallas.ops.tpu import flash_attention as flash
-
-  batch, length, kv_heads, group, depth = _grouped(query, key)
-  # The kernel tiles the sequence in blocks of 128: pad to a multiple with keys no query can see.
-  padded = -(-length // 128) * 128
-  extra = padded - length
-  if tokens.segments is None:
-    seg_q = jnp.ones(tokens.valid.shape, jnp.int32)
-    seg_k = tokens.valid.astype(jnp.int32)
-  else:
-    seg_q = tokens.segments.astype(jnp.int32)
-    seg_k = jnp.where(tokens.valid, tokens.segments, 0).astype(jnp.int32)
-  seg_q, seg_k = (jnp.pad(s, ((0, 0), (0, extra))) for s in (seg_q, seg_k))
-
-  def heads_first(x):
-    x = jnp.repeat(x, group, axis=2) if x.shape[2] != query.shape[2] else x
-    return jnp.pad(x, ((0, 0), (0, extra), (0, 0), (0, 0))).transpose(0, 2, 1, 3)
-
-  ab = None
-  if bias is not None:
-    index = jnp.arange(padded)
-    ab = jnp.broadcast_to(bias(index, index)[None], (batch, query.shape[2], padded, padded))
-  blocks = flash.BlockSizes(
-    **{name: 1 if name == "block_b" else 128 for name in flash.BlockSizes.__dataclass_fields__}
-  )
-
-  def run():
-    # The kernel scales (scores + bias); scaling the queries instead keeps the bias unscaled.
-    return flash.flash_attention(
-      heads_first(query / jnp.sqrt(depth).astype(query.dtype)),
-      heads_first(key),
-      heads_first(value),
-      ab=ab,
-      segment_ids=flash.SegmentIds(q=seg_q, kv=seg_k),
-      sm_scale=1.0,
-      block_sizes=blocks,
-    )
-
-  if interpret:
-    with pltpu.force_tpu_interpret_mode():
-      out = run()
-  else:
-    out = run()
-  return out.transpose(0, 2, 1, 3)[:, :length]
 
 
 # --- variants ------------------------------------------------------------------------------------
@@ -565,3 +504,8 @@ def linear_attention(query, key, value, tokens, *, config=None, layer=None, bias
     denominator = denominator.reshape(q.shape[:3])
   context = numerator / (denominator[..., None] + 1e-6)
   return context.astype(query.dtype)
+
+
+# The TPU kernels ("pallas", "splash") register themselves from their own module, imported last because it
+# builds on this one; `attention.pallas_attention` and `attention.splash_attention` stay importable from here.
+from bert_jax.models.tpu_attention import pallas_attention, splash_attention  # noqa: F401

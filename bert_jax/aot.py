@@ -107,6 +107,7 @@ def _pretrain_programs(config, mesh, rules) -> list[Program]:
   notes = []
   if not config.model.vocab_size and not config.data.vocab:
     notes.append(f"vocabulary: {vocab_size} tokens (config.data.vocab_size, the size a trained one is asked for)")
+  notes += _kernel_notes(run.bert)
   programs = []
   for phase in phases:
     train_batch = abstract_batch(
@@ -145,6 +146,16 @@ def _pretrain_programs(config, mesh, rules) -> list[Program]:
 
 
 # Label counts when the config does not name the labels (they come from the data in a real run).
+def _kernel_notes(bert) -> list[str]:
+  """The TPU kernels have no attention dropout: with it, training steps run the xla kernel (logged)."""
+  if bert.attention_kernel in ("pallas", "splash") and bert.attention_dropout_rate > 0:
+    return [
+      f"attention_kernel={bert.attention_kernel} with attention_dropout_rate={bert.attention_dropout_rate}: the "
+      "train step uses the xla kernel (the TPU kernels have no attention dropout; set it to 0 to use them)"
+    ]
+  return []
+
+
 _DEFAULT_LABELS = {"classification": 2, "tagging": 9, "regression": 0, "span": 0, "choice": 0}
 _CHOICES = 4  # SWAG's endings per example
 
@@ -192,6 +203,7 @@ def _finetune_programs(config, mesh, rules) -> list[Program]:
     notes.append(f"{num_labels} labels assumed (set config.data.labels for the task's own)")
   if kind == "choice":
     notes.append(f"{_CHOICES} choices per example")
+  notes += _kernel_notes(bert)
   if config.data.packing:
     notes.append("packed: the row count's upper bound (the batch size; a real run packs fewer rows)")
   for size in (config.batch_size, config.eval_batch_size):

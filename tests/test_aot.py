@@ -150,7 +150,17 @@ def test_fsdp_arguments_fall_as_one_over_n_and_match_xla(tmp_path):
   "target, strategy, mesh, changes",
   [
     ("v5e:2x2", "tp", dict(data=2, tensor=2), {}),
-    ("v5e:2x2", "fsdp_tp", dict(data=1, fsdp=2, tensor=2), {"model.scan_layers": True, "model.remat": "full"}),
+    (
+      "v5e:2x2",
+      "fsdp_tp",
+      dict(data=1, fsdp=2, tensor=2),
+      {
+        "model.scan_layers": True,
+        "model.remat": "full",
+        "model.attention_kernel": "splash",
+        "model.attention_dropout_rate": 0.0,
+      },
+    ),
     ("v4:2x2x2", "fsdp", dict(data=1, fsdp=-1), {"model.scan_layers": True, "model.remat": "dots"}),
     ("v4:2x2x2", "dp", dict(data=-1), {"objective": "mlm_nsp"}),
   ],
@@ -164,6 +174,8 @@ def test_strategies_compile_for_single_and_multi_host_slices(tmp_path, target, s
   assert program["involuntary_rematerialization"] == 0
   assert program["cost"]["flops"] > 0 and program["roofline"]["seconds"] > 0
   assert 0 < program["roofline"]["mfu_ceiling"] <= 1.5
+  # The TPU kernel chosen for the slice's platform (not the CPU host's), run per device: in the HLO as Mosaic.
+  assert (program["mosaic_kernels"] > 0) == (changes.get("model.attention_kernel") == "splash")
   if strategy != "dp" or mesh.get("data", 1) != 1:
     assert program["collectives"], "a sharded step communicates"
   md = open(tmp_path / "compile" / f"{target.replace(':', '_')}.md").read()

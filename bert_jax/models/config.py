@@ -50,7 +50,7 @@ class BertConfig:
   # last hidden states over non-padding tokens (sentence-embedding models such as MiniLM).
   pooling: str = "cls"
   # Attention: the variant (dense | local | local_global | linear) and the kernel that computes it
-  # (xla | chunked | dot_product | pallas); see models/attention.py.
+  # (xla | chunked | dot_product | pallas | splash); see models/attention.py.
   attention: str = "dense"
   attention_kernel: str = "xla"
   attention_window: int = 64  # local attention: keys within this many positions on each side

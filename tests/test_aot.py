@@ -75,6 +75,12 @@ def test_compile_only_devices(name, slices, devices, hosts):
   assert topology.chip_for_device_kind(found[0].device_kind) is topology.CHIPS[topology.parse(name).generation]
 
 
+def test_missing_libtpu_says_how_to_install_it(monkeypatch):
+  monkeypatch.setitem(sys.modules, "libtpu", None)  # import libtpu now raises ImportError
+  with pytest.raises(topology.TopologyError, match=r'pip install "jax\[tpu\]==0.10.2"'):
+    topology.devices(topology.parse("v5e-4"))
+
+
 def test_collectives_are_read_from_hlo():
   text = "\n".join(
     [

@@ -152,15 +152,13 @@ def _independent_memory(config, mesh, rules, batch_size, length, predictions):
 
 def test_fsdp_arguments_fall_as_one_over_n_and_match_xla(tmp_path):
   """Per chip, XLA's argument bytes equal the state's own shards plus the batch's (1%) and those of the same step
-  lowered by hand; under fsdp over 4 chips every parameter sharded along embed holds a quarter of what it holds
-  under dp. Hidden size 512: each chip's 128 columns fill whole TPU tiles (narrower shards are padded to 128
+  lowered by hand; under fsdp over 4 chips each chip holds a quarter of every parameter sharded along embed and
+  all of the few replicated ones (under 5%). Hidden size 512: each chip's 128 columns fill whole TPU tiles (narrower shards are padded to 128
   lanes, which XLA counts)."""
   sizes = dict(variant="L-1_H-512_A-8", **{"data.max_seq_length": 128, "data.masking.max_predictions": 128})
-  dp = _report(_pretrain("dp", **sizes), tmp_path / "dp")["programs"][0]["hbm"]
-  fsdp = _report(_pretrain("fsdp", data=1, fsdp=-1, **sizes), tmp_path / "fsdp")["programs"][0]["hbm"]
-  for hbm in (dp, fsdp):
-    ours = sum(hbm["arguments_by_part"].values())
-    assert abs(hbm["arguments"] - ours) <= 0.01 * ours, hbm
+  fsdp = _report(_pretrain("fsdp", data=1, fsdp=-1, **sizes), tmp_path)["programs"][0]["hbm"]
+  ours = sum(fsdp["arguments_by_part"].values())
+  assert abs(fsdp["arguments"] - ours) <= 0.01 * ours, fsdp
   config = _pretrain("fsdp", data=1, fsdp=-1, **sizes)
   devices = topology.devices(topology.parse("v5e:2x2"))
   mesh, rules = sharding.from_config(config.mesh, devices=devices)
@@ -177,7 +175,6 @@ def test_fsdp_arguments_fall_as_one_over_n_and_match_xla(tmp_path):
   assert sharded > 0.95 * (sharded + replicated)
   want = sharded / 4 + replicated
   assert fsdp["arguments_by_part"]["params"] == pytest.approx(want, rel=0.01)
-  assert dp["arguments_by_part"]["params"] == pytest.approx(sharded + replicated, rel=0.01)
   # The report's numbers are XLA's for the step a run jits: the same step lowered by hand agrees.
   memory = _independent_memory(config, mesh, rules, 16, 128, 128)
   assert fsdp["arguments"] == memory.argument_size_in_bytes

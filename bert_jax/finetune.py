@@ -407,7 +407,7 @@ def run_one(config, workdir: str, learning_rate: float, seed: int, shared: Share
     )
   total_steps = steps_per_epoch * config.epochs
   task = build_task(config, bert, data.kind, _num_labels(data), learning_rate, total_steps, mesh, rules)
-  model, tx, objective, abstract, shardings = task.model, task.tx, task.objective, task.abstract, task.shardings
+  model, tx, abstract, shardings = task.model, task.tx, task.abstract, task.shardings
   ckpt = checkpointing.Checkpointer(
     os.path.join(workdir, "checkpoints"),
     max_to_keep=config.keep_checkpoints,

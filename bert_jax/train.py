@@ -19,7 +19,17 @@ from typing import Any
 import jax
 import numpy as np
 
-from bert_jax import checkpointing, distributed, hub, objectives, optim, sharding, summaries, topology, train_state
+from bert_jax import (
+  checkpointing,
+  distributed,
+  hub,
+  objectives,
+  optim,
+  sharding,
+  summaries,
+  topology,
+  train_state,
+)
 from bert_jax.data import masking as masking_lib
 from bert_jax.data import pipeline, records, text
 from bert_jax.models import BertConfig, BertForPreTraining, scan_params

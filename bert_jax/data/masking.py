@@ -233,6 +233,102 @@ def _random_tokens(n: int, special: np.ndarray, rng: np.random.Generator) -> np.
   return out
 
 
+def _checked_ids(
+  tokens: Sequence[int] | np.ndarray, vocab_size: int, mask_id: int, max_seq_length: int | None
+) -> np.ndarray:
+  """The tokens as an int64 array, after checking they are ids of this vocabulary that fit max_seq_length."""
+  ids = np.asarray(tokens)
+  if ids.ndim != 1 or not (ids.size == 0 or np.issubdtype(ids.dtype, np.integer)):
+    raise ValueError(
+      f"tokens must be a 1-D sequence of integer token ids; got shape {ids.shape}, dtype {ids.dtype}"
+    )
+  ids = ids.astype(np.int64)
+  if ids.size and (ids.min() < 0 or ids.max() >= vocab_size):
+    bad = int(ids[(ids < 0) | (ids >= vocab_size)][0])
+    raise ValueError(f"tokens hold id {bad}, outside the vocabulary of {vocab_size} ids")
+  if not 0 <= mask_id < vocab_size:
+    raise ValueError(f"mask_id={mask_id} is outside the vocabulary of {vocab_size} ids")
+  if max_seq_length is not None and len(ids) > max_seq_length:
+    raise ValueError(f"tokens have {len(ids)} ids, more than max_seq_length={max_seq_length}")
+  return ids
+
+
+def _continuations(
+  ids: np.ndarray, config: MaskingConfig, is_continuation: np.ndarray | None, vocab_size: int
+) -> np.ndarray | None:
+  """Which positions hold a `##` piece; None in "token" mode, which does not group pieces into words."""
+  if config.mode == "token":
+    return None
+  if is_continuation is None:
+    raise ValueError(
+      f"mode={config.mode!r} needs is_continuation (a boolean array over the vocab marking ## pieces)"
+    )
+  return _lookup(is_continuation, vocab_size, "is_continuation")[ids]
+
+
+def _choose_positions(
+  first: np.ndarray,
+  lengths: np.ndarray,
+  runs: np.ndarray,
+  budget: int,
+  config: MaskingConfig,
+  rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+  """The positions to predict; for each, the index of the group that shares one replacement decision;
+  in "span" mode the spans' rows (first position, one past the last, words drawn), else None."""
+  if config.mode == "token":
+    positions = rng.permutation(first)[:budget]
+    return positions, np.arange(len(positions)), None
+  if config.mode == "whole_word":
+    chosen = _take_words(rng.permutation(len(first)), lengths, budget)
+    positions = _expand(first[chosen], lengths[chosen])
+    # BERT draws [MASK]/random/keep per position even when whole words are masked.
+    return positions, np.arange(len(positions)), None
+  spans = _choose_spans(lengths, runs, budget, config, rng)
+  w = np.array([sp[0] for sp in spans], dtype=np.int64)
+  placed = np.array([sp[1] for sp in spans], dtype=np.int64)
+  span_start = first[w] if spans else np.zeros(0, np.int64)
+  span_stop = first[w + placed - 1] + lengths[w + placed - 1] if spans else np.zeros(0, np.int64)
+  positions = _expand(span_start, span_stop - span_start)
+  group = np.repeat(np.arange(len(spans)), span_stop - span_start)
+  drawn = [sp[2] for sp in spans]
+  rows = np.stack([span_start, span_stop, drawn], axis=1).astype(np.int32).reshape(-1, 3)
+  return positions, group, rows
+
+
+def _replace(
+  ids: np.ndarray,
+  positions: np.ndarray,
+  group: np.ndarray,
+  config: MaskingConfig,
+  mask_id: int,
+  special: np.ndarray,
+  rng: np.random.Generator,
+) -> np.ndarray:
+  """A copy of ids with the chosen positions turned to [MASK], a random token, or kept, one draw per group."""
+  input_ids = ids.copy()
+  draw = rng.random(int(group.max()) + 1 if len(group) else 0)[group]
+  input_ids[positions[draw < config.replace_with_mask]] = mask_id
+  randomized = positions[
+    (draw >= config.replace_with_mask) & (draw < config.replace_with_mask + config.replace_with_random)
+  ]
+  input_ids[randomized] = _random_tokens(len(randomized), special, rng)
+  return input_ids
+
+
+def _prediction_slots(ids: np.ndarray, positions: np.ndarray, slots: int) -> dict[str, np.ndarray]:
+  """masked_positions, masked_ids and masked_weights: the predictions in ascending position, then empty slots."""
+  positions = np.sort(positions)
+  n = len(positions)
+  masked_positions = np.zeros(slots, dtype=np.int32)
+  masked_ids = np.zeros(slots, dtype=np.int32)
+  masked_weights = np.zeros(slots, dtype=np.float32)
+  masked_positions[:n] = positions
+  masked_ids[:n] = ids[positions]
+  masked_weights[:n] = 1.0
+  return {"masked_positions": masked_positions, "masked_ids": masked_ids, "masked_weights": masked_weights}
+
+
 def mask_instance(
   tokens: Sequence[int] | np.ndarray,
   *,
@@ -261,82 +357,25 @@ def mask_instance(
   """
   if not isinstance(config, MaskingConfig):
     raise TypeError(f"config is {type(config).__name__}; expected a MaskingConfig")
-  ids = np.asarray(tokens)
-  if ids.ndim != 1 or not (ids.size == 0 or np.issubdtype(ids.dtype, np.integer)):
-    raise ValueError(
-      f"tokens must be a 1-D sequence of integer token ids; got shape {ids.shape}, dtype {ids.dtype}"
-    )
-  ids = ids.astype(np.int64)
-  if ids.size and (ids.min() < 0 or ids.max() >= vocab_size):
-    bad = int(ids[(ids < 0) | (ids >= vocab_size)][0])
-    raise ValueError(f"tokens hold id {bad}, outside the vocabulary of {vocab_size} ids")
-  if not 0 <= mask_id < vocab_size:
-    raise ValueError(f"mask_id={mask_id} is outside the vocabulary of {vocab_size} ids")
-  if max_seq_length is not None and len(ids) > max_seq_length:
-    raise ValueError(f"tokens have {len(ids)} ids, more than max_seq_length={max_seq_length}")
+  ids = _checked_ids(tokens, vocab_size, mask_id, max_seq_length)
   special = _lookup(special_ids, vocab_size, "special_ids")
   if special.all():
     raise ValueError("special_ids covers the whole vocabulary; nothing is left to mask or to draw")
-  continues = None
-  if config.mode != "token":
-    if is_continuation is None:
-      raise ValueError(
-        f"mode={config.mode!r} needs is_continuation (a boolean array over the vocab marking ## pieces)"
-      )
-    continues = _lookup(is_continuation, vocab_size, "is_continuation")[ids]
+  continues = _continuations(ids, config, is_continuation, vocab_size)
 
   maskable = ~special[ids]
   first, lengths, runs = _words(maskable, continues)
   budget = config.num_predictions(int(maskable.sum()))
-
-  # Chosen positions and, for each, the index of the group that shares one replacement decision.
-  spans = None
-  if config.mode == "token":
-    positions = rng.permutation(first)[:budget]
-    group = np.arange(len(positions))
-  elif config.mode == "whole_word":
-    chosen = _take_words(rng.permutation(len(first)), lengths, budget)
-    positions = _expand(first[chosen], lengths[chosen])
-    # BERT draws [MASK]/random/keep per position even when whole words are masked.
-    group = np.arange(len(positions))
-  else:
-    spans = _choose_spans(lengths, runs, budget, config, rng)
-    w = np.array([sp[0] for sp in spans], dtype=np.int64)
-    placed = np.array([sp[1] for sp in spans], dtype=np.int64)
-    span_start = first[w] if spans else np.zeros(0, np.int64)
-    span_stop = first[w + placed - 1] + lengths[w + placed - 1] if spans else np.zeros(0, np.int64)
-    positions = _expand(span_start, span_stop - span_start)
-    group = np.repeat(np.arange(len(spans)), span_stop - span_start)
-
-  input_ids = ids.copy()
-  draw = rng.random(int(group.max()) + 1 if len(group) else 0)[group]
-  input_ids[positions[draw < config.replace_with_mask]] = mask_id
-  randomized = positions[
-    (draw >= config.replace_with_mask) & (draw < config.replace_with_mask + config.replace_with_random)
-  ]
-  input_ids[randomized] = _random_tokens(len(randomized), special, rng)
-
-  positions = np.sort(positions)
-  n = len(positions)
-  slots = config.max_predictions
-  masked_positions = np.zeros(slots, dtype=np.int32)
-  masked_ids = np.zeros(slots, dtype=np.int32)
-  masked_weights = np.zeros(slots, dtype=np.float32)
-  masked_positions[:n] = positions
-  masked_ids[:n] = ids[positions]
-  masked_weights[:n] = 1.0
+  # The rng is drawn in a fixed order (choice of positions, then replacement draws, then random tokens):
+  # masked data must stay bit-identical for a given seed.
+  positions, group, spans = _choose_positions(first, lengths, runs, budget, config, rng)
+  input_ids = _replace(ids, positions, group, config, mask_id, special, rng)
 
   if max_seq_length is not None:
     input_ids = np.concatenate([input_ids, np.full(max_seq_length - len(ids), pad_id, dtype=np.int64)])
-  out = {
-    "input_ids": input_ids.astype(np.int32),
-    "masked_positions": masked_positions,
-    "masked_ids": masked_ids,
-    "masked_weights": masked_weights,
-  }
+  out = {"input_ids": input_ids.astype(np.int32)} | _prediction_slots(ids, positions, config.max_predictions)
   if spans is not None:
-    drawn = [sp[2] for sp in spans]
-    out["spans"] = np.stack([span_start, span_stop, drawn], axis=1).astype(np.int32).reshape(-1, 3)
+    out["spans"] = spans
   return out
 
 

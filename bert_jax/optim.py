@@ -1,9 +1,11 @@
-"""Optimizers (optax): AdamW as BERT trained, LAMB for large batches; linear warmup then linear decay;
-no weight decay on biases and LayerNorm; global-norm clipping."""
+"""Optimizers (optax) and learning-rate schedules: BERT's own Adam (`bert_adamw`: no bias correction), optax's
+AdamW (`adamw`, bias-corrected), LAMB for large batches; BERT's warmup-and-decay schedule and the common linear one;
+no weight decay on biases and LayerNorm; global-norm clipping first; layer-wise learning-rate decay."""
 
 from __future__ import annotations
 
 import re
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -12,11 +14,76 @@ import optax
 _LAYER = re.compile(r"^layer_(\d+)$")
 
 
-def schedule(learning_rate: float, warmup_steps: int, total_steps: int) -> optax.Schedule:
-  """Linear warmup from 0 to `learning_rate`, then linear decay to 0 at `total_steps` (BERT's schedule)."""
+SCHEDULES = ("bert", "linear")
+OPTIMIZERS = ("bert_adamw", "adamw", "lamb")
+
+
+def bert_schedule(learning_rate: float, warmup_steps: int, total_steps: int) -> optax.Schedule:
+  """google-research/bert's optimization.py: linear warmup from 0 (the first update has rate 0), and outside the
+  warmup a linear decay counted from step 0 over all `total_steps`: lr * (1 - t / T). Right after warmup the rate is
+  already (1 - w / T) of the peak."""
+
+  def rate(step):
+    t = jnp.asarray(step, jnp.float32)
+    decayed = learning_rate * (1.0 - jnp.minimum(t, total_steps) / max(total_steps, 1))
+    if not warmup_steps:
+      return decayed
+    return jnp.where(t < warmup_steps, learning_rate * t / warmup_steps, decayed)
+
+  return rate
+
+
+def linear_schedule(learning_rate: float, warmup_steps: int, total_steps: int) -> optax.Schedule:
+  """Linear warmup from 0 to `learning_rate`, then linear decay from the peak to 0 over the remaining
+  `total_steps - warmup_steps` (transformers' get_linear_schedule_with_warmup)."""
   warmup = optax.linear_schedule(0.0, learning_rate, max(warmup_steps, 1))
   decay = optax.linear_schedule(learning_rate, 0.0, max(total_steps - warmup_steps, 1))
   return optax.join_schedules([warmup, decay], [warmup_steps])
+
+
+def schedule(
+  learning_rate: float, warmup_steps: int, total_steps: int, name: str = "linear"
+) -> optax.Schedule:
+  """The schedule called `name` (optimizer.schedule): bert | linear."""
+  if name == "bert":
+    return bert_schedule(learning_rate, warmup_steps, total_steps)
+  if name == "linear":
+    return linear_schedule(learning_rate, warmup_steps, total_steps)
+  raise ValueError(f"optimizer.schedule={name!r} is not a schedule; choices: {list(SCHEDULES)}")
+
+
+class BertAdamState(NamedTuple):
+  mu: optax.Updates
+  nu: optax.Updates
+
+
+def scale_by_bert_adam(b1: float, b2: float, eps: float) -> optax.GradientTransformation:
+  """Adam's direction as BERT's AdamWeightDecayOptimizer computes it: m / (sqrt(v) + eps) with the raw moments.
+  There is no bias correction, so early updates are larger than optax.adam's by (1 - b2^t)^-1/2 (1 - b1^t):
+  about 6.5x at step 10, 3.2x at step 100, 1.26x at step 1,000."""
+
+  def init(params):
+    zeros = lambda p: jnp.zeros_like(p)
+    return BertAdamState(jax.tree.map(zeros, params), jax.tree.map(zeros, params))
+
+  def update(grads, state, params=None):
+    del params
+    mu = jax.tree.map(lambda m, g: b1 * m + (1.0 - b1) * g, state.mu, grads)
+    nu = jax.tree.map(lambda v, g: b2 * v + (1.0 - b2) * g * g, state.nu, grads)
+    direction = jax.tree.map(lambda m, v: m / (jnp.sqrt(v) + eps), mu, nu)
+    return direction, BertAdamState(mu, nu)
+
+  return optax.GradientTransformation(init, update)
+
+
+def bert_adamw(learning_rate, b1: float, b2: float, eps: float, weight_decay: float, mask):
+  """BERT's AdamWeightDecayOptimizer: the uncorrected Adam direction plus decoupled weight decay (where `mask` says),
+  both times the learning rate: p -= lr * (m / (sqrt(v) + eps) + wd * p)."""
+  return optax.chain(
+    scale_by_bert_adam(b1, b2, eps),
+    optax.add_decayed_weights(weight_decay, mask),
+    optax.scale_by_learning_rate(learning_rate),
+  )
 
 
 def decay_mask(params):
@@ -64,15 +131,17 @@ def scale_by_layer_decay(decay: float, num_layers: int) -> optax.GradientTransfo
 def make_optimizer(
   config, total_steps: int | None = None, num_layers: int | None = None
 ) -> optax.GradientTransformation:
-  """config: name (adamw | lamb), learning_rate, warmup_steps, b1, b2, eps, weight_decay, grad_clip
-  (0 disables), layer_decay (1.0 disables; needs num_layers) and total_steps unless given. Gradient
+  """config: name (bert_adamw | adamw | lamb), schedule (bert | linear), learning_rate, warmup_steps, b1, b2, eps,
+  weight_decay, grad_clip (0 disables), layer_decay (1.0 disables; needs num_layers) and total_steps unless given. Gradient
   accumulation happens in the train step (train_state.train_step_fn), so one optimizer step is one
   global batch."""
   total_steps = config.total_steps if total_steps is None else total_steps
   if config.warmup_steps > total_steps:
     raise ValueError(f"optimizer.warmup_steps={config.warmup_steps} exceeds the run's {total_steps} steps")
-  lr = schedule(config.learning_rate, config.warmup_steps, total_steps)
-  if config.name == "adamw":
+  lr = schedule(config.learning_rate, config.warmup_steps, total_steps, config.schedule)
+  if config.name == "bert_adamw":
+    opt = bert_adamw(lr, config.b1, config.b2, config.eps, config.weight_decay, decay_mask)
+  elif config.name == "adamw":
     opt = optax.adamw(
       lr, b1=config.b1, b2=config.b2, eps=config.eps, weight_decay=config.weight_decay, mask=decay_mask
     )
@@ -81,7 +150,7 @@ def make_optimizer(
       lr, b1=config.b1, b2=config.b2, eps=config.eps, weight_decay=config.weight_decay, mask=decay_mask
     )
   else:
-    raise ValueError(f"unknown optimizer {config.name!r}; known: ['adamw', 'lamb']")
+    raise ValueError(f"optimizer.name={config.name!r} is not an optimizer; choices: {list(OPTIMIZERS)}")
   layer_decay = config.layer_decay
   if not 0.0 < layer_decay <= 1.0:
     raise ValueError(f"optimizer.layer_decay={layer_decay}; expected a factor in (0, 1] (1 disables)")

@@ -97,11 +97,15 @@ __all__ = ["VARIANTS", "model_config", "bert_config", "parse_arg", "variant_size
 
 
 def optimizer_config(name: str = "adamw", **overrides) -> ml_collections.ConfigDict:
-  """BERT's optimizer settings (AdamW: lr 1e-4, betas (0.9, 0.999), weight decay 0.01, 10k warmup;
-  LAMB's learning rate from the LAMB paper's BERT recipe). See bert_jax/optim.py."""
+  """Optimizer settings (see bert_jax/optim.py). `bert_adamw` is BERT's own AdamWeightDecayOptimizer (no bias
+  correction) with BERT's schedule (warmup from 0, then lr * (1 - t/T)): the paper configs use it. `adamw` is
+  optax's bias-corrected AdamW with the `linear` schedule (decay from the peak over the steps after warmup).
+  Both: lr 1e-4, betas (0.9, 0.999), eps 1e-6, weight decay 0.01, clipping at global norm 1, 10k warmup steps.
+  `lamb` takes its learning rate from the LAMB paper's BERT recipe."""
   values = dict(
     name=name,
-    learning_rate=1e-4 if name == "adamw" else 1.76e-3,
+    schedule="bert" if name == "bert_adamw" else "linear",  # bert | linear
+    learning_rate=1.76e-3 if name == "lamb" else 1e-4,
     warmup_steps=10_000,
     b1=0.9,
     b2=0.999,

@@ -7,7 +7,8 @@ Arguments (comma-separated key=value):
   variant     tiny | mini | small | medium | base | large | L-6_H-384_A-12        (default base)
   objective   mlm | mlm_nsp | mlm_sop | electra                                    (default mlm_nsp)
   masking     token | whole_word | span                                            (default token)
-  optimizer   adamw | lamb                                                         (default adamw)
+  optimizer   bert_adamw (BERT's: no bias correction, BERT's schedule) | adamw (optax's, linear schedule) |
+              lamb                                                                 (default bert_adamw)
   phases      1: one phase at seq 128; 2: BERT's 90% of steps at 128 then 10% at 512
   runlocal    shrink everything for a laptop CPU (tiny sizes, few steps)
 Every field below can also be overridden with --config.FIELD=VALUE; the config is locked, so a
@@ -21,7 +22,13 @@ from configs import common
 
 def get_config(arg=None):
   arg = common.parse_arg(
-    arg, variant="base", objective="mlm_nsp", masking="token", optimizer="adamw", phases=1, runlocal=False
+    arg,
+    variant="base",
+    objective="mlm_nsp",
+    masking="token",
+    optimizer="bert_adamw",
+    phases=1,
+    runlocal=False,
   )
   config = ml_collections.ConfigDict()
   config.job = "pretrain"

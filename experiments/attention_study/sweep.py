@@ -12,7 +12,7 @@ packed-segment boundaries. Local attention sees 16 tokens on each side. Scale th
 more steps) and `python -m bert_jax.sweeps print ... --launcher tpu NAME ZONE` for a pod.
 """
 
-CONFIG = "configs/pretrain.py:variant=L-4_H-128_A-4,objective=mlm"
+CONFIG = "configs/pretrain.py:variant=L-4_H-128_A-4,objective=mlm,optimizer=adamw"
 
 COMMON = {
   "data.source": "data/samples/en_mobydick.txt",

@@ -14,7 +14,7 @@ import numpy as np
 import optax
 import pytest
 
-from bert_jax.models import BertConfig, BertModel, attention, positions, scan_params
+from bert_jax.models import BertConfig, BertModel, attention, attention_kernels, positions, scan_params
 from bert_jax.models.layers import EncoderBlock, Mlp
 
 TINY = BertConfig(
@@ -111,7 +111,7 @@ def test_long_inference_attention_runs_in_query_blocks_and_matches_numpy(packed,
   """Past twice `_QUERY_BLOCK` tokens, CPU inference attention loops over blocks of query rows (a length
   that is no multiple of the block pads the last one): the same values as numpy, with ALiBi, a window,
   packing and padding, and the loop is really there."""
-  monkeypatch.setattr(attention, "_QUERY_BLOCK", 32)
+  monkeypatch.setattr(attention_kernels, "_QUERY_BLOCK", 32)
   length = 150  # five blocks of 32, the last with 10 real rows
   q, k, v, valid, segments = _random_qkv(seed=3, length=length, kv_heads=4)
   valid[1, 131:] = False

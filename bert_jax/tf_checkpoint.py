@@ -11,20 +11,29 @@ read by hand:
 * `<prefix>.data-SSSSS-of-NNNNN` hold the raw tensor bytes, little-endian, back to back.
 
 The two protobuf messages are decoded straight from the wire format, so neither tensorflow nor
-protobuf is needed.
+protobuf is needed. This module is the reader's public face (finding the prefix, listing and reading
+tensors from the data shards); the index's decoding lives in tf_index.py and the checksum in crc32c.py.
 """
 
 from __future__ import annotations
 
-import functools
 import glob
 import os
 import re
-import struct
-from typing import Callable, Iterable, Iterator, NamedTuple, Union
+from collections.abc import Callable, Iterable
+from typing import NamedTuple
 
 import ml_dtypes
 import numpy as np
+
+from bert_jax.crc32c import _unmask_crc, crc32c
+from bert_jax.tf_index import (
+  TFCheckpointError,
+  _Entry,
+  _parse_entry,
+  _parse_header,
+  _table_entries,
+)
 
 __all__ = [
   "TFCheckpointError",
@@ -34,11 +43,7 @@ __all__ = [
   "read_tf_checkpoint",
 ]
 
-NameFilter = Union[None, Iterable[str], Callable[[str], bool]]
-
-
-class TFCheckpointError(ValueError):
-  """A checkpoint file is malformed, or holds something this reader cannot turn into numpy."""
+NameFilter = Iterable[str] | Callable[[str], bool] | None
 
 
 class TFVariable(NamedTuple):
@@ -76,316 +81,7 @@ _UNSUPPORTED_DTYPE_NAMES = {
   21: "variant",
 }
 
-_TABLE_MAGIC = 0xDB4775248B80FB57
-_FOOTER_SIZE = 48  # two BlockHandles padded to 40 bytes, then the 8-byte magic
-_BLOCK_TRAILER_SIZE = 5  # compression type byte + masked crc32c
 _DATA_SUFFIX = re.compile(r"\.data-\d{5}-of-\d{5}$")
-
-
-# --- crc32c (Castagnoli) ---------------------------------------------------------------------
-# TF checksums both the SSTable blocks and every tensor's bytes with crc32c, which neither zlib nor
-# numpy provides. A byte-at-a-time Python loop manages a few MB/s, far too slow for BERT-large's
-# 1.3 GB, so the data is cut into many equal lanes whose CRCs are advanced together, one 32-bit
-# word of every lane per numpy step, and then merged: CRC is linear over GF(2), so crc(A + B) is
-# crc(A) pushed through len(B) zero bytes, xor crc(B) started from zero. Pushing through zero
-# bytes is a 32x32 bit matrix, applied to many values at once through four 256-entry tables (one
-# per input byte).
-
-_CRC32C_POLY = 0x82F63B78  # reflected Castagnoli polynomial
-
-
-def _make_byte_tables() -> list[np.ndarray]:
-  # tables[0] advances the register over one byte; tables[k] gives the effect of a byte followed
-  # by k zero bytes, so four of them consume a little-endian 32-bit word in one step.
-  table = np.arange(256, dtype=np.uint32)
-  for _ in range(8):
-    table = np.where(table & 1, (table >> 1) ^ np.uint32(_CRC32C_POLY), table >> 1).astype(np.uint32)
-  tables = [table]
-  for _ in range(3):
-    tables.append((tables[-1] >> 8) ^ table[tables[-1] & 0xFF])
-  return tables
-
-
-_WORD_TABLES = _make_byte_tables()
-_BYTE_TABLE = _WORD_TABLES[0]
-
-
-class _ZeroShift:
-  """The linear map "advance a CRC register over n zero bytes", as four byte-lookup tables."""
-
-  def __init__(self, columns: np.ndarray):
-    # columns[i] is the image of bit i; tables[k][b] is the image of byte b placed at byte k.
-    self.columns = columns
-    bits = (np.arange(256, dtype=np.uint32)[:, None] >> np.arange(8, dtype=np.uint32)) & 1
-    self.tables = []
-    for k in range(4):
-      masked = np.where(bits.astype(bool), columns[8 * k : 8 * k + 8][None, :], np.uint32(0))
-      self.tables.append(np.bitwise_xor.reduce(masked, axis=1).astype(np.uint32))
-
-  def __call__(self, x):
-    t = self.tables
-    return t[0][x & 0xFF] ^ t[1][(x >> 8) & 0xFF] ^ t[2][(x >> 16) & 0xFF] ^ t[3][(x >> 24) & 0xFF]
-
-  def then(self, other: "_ZeroShift") -> "_ZeroShift":
-    """This shift followed by `other`."""
-    return _ZeroShift(other(self.columns))
-
-
-@functools.lru_cache(maxsize=None)
-def _zero_shift_pow2(k: int) -> _ZeroShift:
-  """Advance over 2**k zero bytes."""
-  if k == 0:
-    bits = np.uint32(1) << np.arange(32, dtype=np.uint32)
-    return _ZeroShift((_BYTE_TABLE[bits & 0xFF] ^ (bits >> 8)).astype(np.uint32))
-  half = _zero_shift_pow2(k - 1)
-  return half.then(half)
-
-
-@functools.lru_cache(maxsize=256)
-def _zero_shift(n: int) -> _ZeroShift:
-  result = None
-  for k in range(n.bit_length()):
-    if n >> k & 1:
-      step = _zero_shift_pow2(k)
-      result = step if result is None else result.then(step)
-  if result is None:
-    return _ZeroShift(np.uint32(1) << np.arange(32, dtype=np.uint32))
-  return result
-
-
-def _crc_register(data: np.ndarray) -> int:
-  """CRC register after `data` (uint8), started from zero, with no final xor."""
-  n = data.size
-  if n < 256:
-    crc = 0
-    for byte in data.tolist():
-      crc = int(_BYTE_TABLE[(crc ^ byte) & 0xFF]) ^ (crc >> 8)
-    return crc
-  # Lanes are a power of two (so they merge pairwise) and at least 8 words long, so that small
-  # tensors do not pay for thousands of tiny numpy calls; 2**16 lanes measured fastest.
-  lanes = 1 << min(16, (n // 32).bit_length() - 1)
-  lane_words = n // (4 * lanes)
-  main = lanes * lane_words * 4
-  columns = np.ascontiguousarray(data[:main].view("<u4").reshape(lanes, lane_words).T)
-  t0, t1, t2, t3 = _WORD_TABLES
-  regs = np.zeros(lanes, dtype=np.uint32)
-  for column in columns:
-    regs ^= column
-    regs = t3[regs & 0xFF] ^ t2[(regs >> 8) & 0xFF] ^ t1[(regs >> 16) & 0xFF] ^ t0[regs >> 24]
-  span = 4 * lane_words
-  while regs.size > 1:
-    regs = _zero_shift(span)(regs[0::2]) ^ regs[1::2]
-    span *= 2
-  crc = int(regs[0])
-  tail = data[main:]
-  if tail.size:
-    crc = int(_zero_shift(tail.size)(np.uint32(crc))) ^ _crc_register(tail)
-  return crc
-
-
-def crc32c(data: bytes | bytearray | memoryview | np.ndarray) -> int:
-  """Standard crc32c (initial value and final xor 0xFFFFFFFF), as TF computes it."""
-  if isinstance(data, np.ndarray):
-    buf = np.ascontiguousarray(data).view(np.uint8).reshape(-1)
-  else:
-    buf = np.frombuffer(data, dtype=np.uint8)
-  start = int(_zero_shift(buf.size)(np.uint32(0xFFFFFFFF)))
-  return (start ^ _crc_register(buf) ^ 0xFFFFFFFF) & 0xFFFFFFFF
-
-
-def _unmask_crc(masked: int) -> int:
-  # TF (like LevelDB) stores CRCs rotated and offset, because a CRC of data that itself contains
-  # CRCs is weak; undo that before comparing.
-  rot = (masked - 0xA282EAD8) & 0xFFFFFFFF
-  return ((rot >> 17) | (rot << 15)) & 0xFFFFFFFF
-
-
-# --- protobuf wire format and varints --------------------------------------------------------
-
-
-def _varint(buf: bytes, pos: int, where: str) -> tuple[int, int]:
-  result = shift = 0
-  while True:
-    if pos >= len(buf) or shift > 63:
-      raise TFCheckpointError(f"{where}: truncated or overlong varint")
-    byte = buf[pos]
-    pos += 1
-    result |= (byte & 0x7F) << shift
-    if not byte & 0x80:
-      return result, pos
-    shift += 7
-
-
-def _signed64(value: int) -> int:
-  # int32/int64 fields carry negatives as 10-byte two's complement varints.
-  return value - (1 << 64) if value >= 1 << 63 else value
-
-
-def _proto_fields(buf: bytes, where: str) -> Iterator[tuple[int, int | bytes]]:
-  """Yields (field number, value) pairs; varints and fixed ints as int, length-delimited as bytes."""
-  pos = 0
-  while pos < len(buf):
-    key, pos = _varint(buf, pos, where)
-    field, wire_type = key >> 3, key & 7
-    if wire_type == 0:
-      value, pos = _varint(buf, pos, where)
-    elif wire_type == 1:
-      if pos + 8 > len(buf):
-        raise TFCheckpointError(f"{where}: truncated protobuf")
-      value, pos = int.from_bytes(buf[pos : pos + 8], "little"), pos + 8
-    elif wire_type == 2:
-      length, pos = _varint(buf, pos, where)
-      if pos + length > len(buf):
-        raise TFCheckpointError(f"{where}: truncated protobuf")
-      value, pos = bytes(buf[pos : pos + length]), pos + length
-    elif wire_type == 5:
-      if pos + 4 > len(buf):
-        raise TFCheckpointError(f"{where}: truncated protobuf")
-      value, pos = int.from_bytes(buf[pos : pos + 4], "little"), pos + 4
-    else:
-      raise TFCheckpointError(f"{where}: unsupported protobuf wire type {wire_type}")
-    yield field, value
-
-
-class _Entry(NamedTuple):
-  """The parts of a BundleEntryProto this reader uses."""
-
-  dtype_enum: int
-  shape: tuple[int, ...]
-  shard_id: int
-  offset: int
-  size: int
-  crc32c: int | None  # masked, as stored
-  num_slices: int
-
-
-def _parse_shape(buf: bytes, where: str) -> tuple[int, ...]:
-  dims = []
-  for field, value in _proto_fields(buf, where):
-    if field == 2:  # TensorShapeProto.dim
-      size = 0
-      for dim_field, dim_value in _proto_fields(value, where):
-        if dim_field == 1:
-          size = _signed64(dim_value)
-      dims.append(size)
-    elif field == 3 and value:  # unknown_rank
-      raise TFCheckpointError(f"{where}: shape of unknown rank")
-  return tuple(dims)
-
-
-def _parse_entry(buf: bytes, where: str) -> _Entry:
-  dtype_enum = shard_id = offset = size = num_slices = 0
-  shape: tuple[int, ...] = ()
-  crc = None
-  for field, value in _proto_fields(buf, where):
-    if field == 1:
-      dtype_enum = value
-    elif field == 2:
-      shape = _parse_shape(value, where)
-    elif field == 3:
-      shard_id = _signed64(value)
-    elif field == 4:
-      offset = _signed64(value)
-    elif field == 5:
-      size = _signed64(value)
-    elif field == 6:
-      crc = value
-    elif field == 7:
-      num_slices += 1
-  return _Entry(dtype_enum, shape, shard_id, offset, size, crc, num_slices)
-
-
-def _parse_header(buf: bytes, where: str) -> tuple[int, int]:
-  """BundleHeaderProto -> (num_shards, endianness); also rejects bundles too new to read."""
-  num_shards, endianness = 1, 0
-  for field, value in _proto_fields(buf, where):
-    if field == 1:
-      num_shards = _signed64(value)
-    elif field == 2:
-      endianness = value
-    elif field == 3:  # VersionDef; format version 1 is the only one TF has written
-      for version_field, version_value in _proto_fields(value, where):
-        if version_field == 2 and _signed64(version_value) > 1:
-          raise TFCheckpointError(
-            f"{where}: bundle needs reader version {version_value}; this reader knows version 1"
-          )
-  return num_shards, endianness
-
-
-# --- SSTable --------------------------------------------------------------------------------
-
-
-def _read_block(table: bytes, handle: bytes, path: str) -> bytes:
-  offset, pos = _varint(handle, 0, path)
-  size, _ = _varint(handle, pos, path)
-  end = offset + size
-  if end + _BLOCK_TRAILER_SIZE > len(table):
-    raise TFCheckpointError(
-      f"{path}: block at {offset}+{size} runs past the end of the file ({len(table)} bytes); "
-      "the index file is truncated"
-    )
-  contents = table[offset:end]
-  block_type = table[end]
-  (stored_crc,) = struct.unpack_from("<I", table, end + 1)
-  if crc32c(table[offset : end + 1]) != _unmask_crc(stored_crc):
-    raise TFCheckpointError(f"{path}: checksum mismatch in block at offset {offset}; the file is corrupt")
-  if block_type != 0:
-    name = {1: "snappy", 2: "zlib"}.get(block_type, f"type {block_type}")
-    raise TFCheckpointError(
-      f"{path}: block at offset {offset} is {name}-compressed; TensorFlow writes checkpoint "
-      "indexes uncompressed and this reader only reads those"
-    )
-  return contents
-
-
-def _block_entries(block: bytes, path: str) -> Iterator[tuple[bytes, bytes]]:
-  if len(block) < 4:
-    raise TFCheckpointError(f"{path}: block too short to hold its restart count")
-  (num_restarts,) = struct.unpack_from("<I", block, len(block) - 4)
-  limit = len(block) - 4 - 4 * num_restarts
-  if limit < 0:
-    raise TFCheckpointError(f"{path}: block claims {num_restarts} restart points, more than fit")
-  # Restart points only speed up seeks; a full scan just rebuilds each key from the one before.
-  key = b""
-  pos = 0
-  while pos < limit:
-    shared, pos = _varint(block, pos, path)
-    unshared, pos = _varint(block, pos, path)
-    value_len, pos = _varint(block, pos, path)
-    if shared > len(key) or pos + unshared + value_len > limit:
-      raise TFCheckpointError(f"{path}: corrupt block entry at byte {pos}")
-    key = key[:shared] + block[pos : pos + unshared]
-    pos += unshared
-    yield key, block[pos : pos + value_len]
-    pos += value_len
-
-
-def _table_entries(path: str) -> Iterator[tuple[bytes, bytes]]:
-  with open(path, "rb") as f:
-    table = f.read()
-  if len(table) < _FOOTER_SIZE:
-    raise TFCheckpointError(
-      f"{path}: {len(table)} bytes is too short for a TensorFlow checkpoint index "
-      f"(an SSTable ends in a {_FOOTER_SIZE}-byte footer)"
-    )
-  footer = table[-_FOOTER_SIZE:]
-  (magic,) = struct.unpack_from("<Q", footer, _FOOTER_SIZE - 8)
-  if magic != _TABLE_MAGIC:
-    raise TFCheckpointError(
-      f"{path}: not a TensorFlow checkpoint index (expected an SSTable ending in magic number "
-      f"{_TABLE_MAGIC:#x}, found {magic:#x})"
-    )
-  # Footer: metaindex handle, then index handle, each two varints. TF writes no meta blocks.
-  _, pos = _varint(footer, 0, path)
-  _, pos = _varint(footer, pos, path)
-  _, end = _varint(footer, pos, path)
-  _, end = _varint(footer, end, path)
-  index_block = _read_block(table, footer[pos:end], path)
-  for _, data_handle in _block_entries(index_block, path):
-    yield from _block_entries(_read_block(table, data_handle, path), path)
-
-
-# --- the bundle -----------------------------------------------------------------------------
 
 
 def find_checkpoint_prefix(path: str | os.PathLike) -> str:
@@ -562,11 +258,10 @@ def read_tf_checkpoint(
         f.seek(entry.offset)
         if f.readinto(memoryview(raw)) != entry.size:
           raise TFCheckpointError(f"{data_path}: truncated while reading tensor {name!r}")
-        if verify_checksums and entry.crc32c is not None:
-          if crc32c(raw) != _unmask_crc(entry.crc32c):
-            raise TFCheckpointError(
-              f"{data_path}: checksum mismatch for tensor {name!r} (bytes {entry.offset} to "
-              f"{entry.offset + entry.size}); the data file is corrupt or belongs to another index"
-            )
+        if verify_checksums and entry.crc32c is not None and crc32c(raw) != _unmask_crc(entry.crc32c):
+          raise TFCheckpointError(
+            f"{data_path}: checksum mismatch for tensor {name!r} (bytes {entry.offset} to "
+            f"{entry.offset + entry.size}); the data file is corrupt or belongs to another index"
+          )
         result[name] = raw.view(dtype).reshape(entry.shape)
   return {n: result[n] for n in selected}

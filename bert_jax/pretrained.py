@@ -14,7 +14,8 @@ import functools
 import glob
 import logging
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -212,60 +213,11 @@ def from_pretrained(
   kind = detect_format(path)
   overrides = dict(pooling=pooling, dtype=dtype, param_dtype=param_dtype, **config_overrides)
   overrides = {k: v for k, v in overrides.items() if v is not None}
-  if kind == "bert_jax":
-    config, params = _load_bert_jax(path, overrides)
-    source = os.path.join(path, BERT_JAX_PARAMS)
-    tokenizer = Tokenizer.from_pretrained(path)
-  elif kind == "huggingface":
-    config = BertConfig.from_hf_dict(
-      read_json(os.path.join(path, "config.json")), source=os.path.join(path, "config.json"), **overrides
-    )
-    state, source = convert.read_hf_weights(path)
-    params = convert.hf_to_params(state, config, source=source, strict=strict)
-    tokenizer = _tokenizer(path, lowercase)
-  else:
-    config, params, source = _load_google(path, overrides, strict)
-    tokenizer = _tokenizer(path, lowercase)
-
-  keep = {"bert"}
-  if heads is not False:
-    keep.add("mlm")
-    if config.pooling == "cls":  # NSP reads BERT's pooler; mean/max pooling has none
-      keep.add("nsp_head")
-  dropped = sorted(set(params) & {"classifier", "qa_outputs"})
-  if dropped:
-    logging.warning(
-      "%s: fine-tuned task head %s not loaded: from_pretrained gives the encoder "
-      "(bert_jax.predict.Predictor loads the whole task model)",
-      path,
-      dropped,
-    )
-  params = {k: v for k, v in params.items() if k in keep}
-  if config.pooling != "cls":
-    params["bert"] = {k: v for k, v in params["bert"].items() if k != "pooler"}
+  config, params, source, tokenizer = _read_folder(path, kind, overrides, strict, lowercase)
+  params = _keep_encoder_and_heads(params, config, heads, path)
   if config.pooling == "cls" and "pooler" not in params["bert"]:
-    # BertForMaskedLM checkpoints have no pooler. Like transformers, start it fresh (BERT's init)
-    # and say so, rather than refuse a checkpoint whose encoder and MLM head are complete.
-    logging.warning(
-      "%s: the checkpoint has no pooler weights; initialising the pooler randomly "
-      "(pooler_output is untrained; pass pooling='mean' for a trained sentence vector)",
-      path,
-    )
-    init = nn.initializers.truncated_normal(stddev=config.initializer_range)
-    params["bert"]["pooler"] = {
-      "kernel": np.asarray(init(jax.random.key(0), (config.hidden_size,) * 2)),
-      "bias": np.zeros((config.hidden_size,), np.float32),
-    }
-  has_heads = "mlm" in params
-  if heads and not has_heads:
-    raise convert.ConversionError(
-      f"{path}: heads=True but the checkpoint has no MLM head (cls.predictions.*)"
-    )
-  module = BertForPreTraining(config, nsp="nsp_head" in params) if has_heads else BertModel(config)
-  expected = _shape_tree(module)
-  if not has_heads:
-    expected = {"bert": expected}
-  convert.check_against(params, expected, source=source)
+    params["bert"]["pooler"] = _fresh_pooler(config, path)
+  _check_shapes(params, config, heads, path, source)
 
   params = jax.tree.map(lambda a: jnp.asarray(a, jnp.dtype(config.param_dtype)), params)
   if scan_layers:
@@ -276,6 +228,76 @@ def from_pretrained(
       f"{path}: tokenizer has {tokenizer.vocab_size} tokens but the model's vocab_size is {config.vocab_size}"
     )
   return PretrainedBert(config=config, params=params, tokenizer=tokenizer, source=path)
+
+
+def _read_folder(
+  path: str, kind: str, overrides: dict, strict: bool, lowercase: bool | None
+) -> tuple[BertConfig, dict, str, Tokenizer]:
+  """The folder's config, parameter tree (with whatever heads it holds), weights file and tokenizer."""
+  if kind == "bert_jax":
+    config, params = _load_bert_jax(path, overrides)
+    return config, params, os.path.join(path, BERT_JAX_PARAMS), Tokenizer.from_pretrained(path)
+  if kind == "huggingface":
+    config = BertConfig.from_hf_dict(
+      read_json(os.path.join(path, "config.json")), source=os.path.join(path, "config.json"), **overrides
+    )
+    state, source = convert.read_hf_weights(path)
+    params = convert.hf_to_params(state, config, source=source, strict=strict)
+  else:
+    config, params, source = _load_google(path, overrides, strict)
+  return config, params, source, _tokenizer(path, lowercase)
+
+
+def _keep_encoder_and_heads(params: dict, config: BertConfig, heads: bool | None, path: str) -> dict:
+  """The encoder, plus the MLM/NSP heads unless `heads=False`; task heads and (for mean/max pooling) the
+  pooler are dropped."""
+  keep = {"bert"}
+  if heads is not False:
+    keep.add("mlm")
+    if config.pooling == "cls":  # NSP reads BERT's pooler; mean/max pooling has none
+      keep.add("nsp_head")
+  dropped = sorted(set(params) & {"classifier", "qa_outputs"})
+  if dropped:
+    # The root logger, as ever: it prints even where the caller set no logging up.
+    logging.warning(  # noqa: LOG015
+      "%s: fine-tuned task head %s not loaded: from_pretrained gives the encoder "
+      "(bert_jax.predict.Predictor loads the whole task model)",
+      path,
+      dropped,
+    )
+  params = {k: v for k, v in params.items() if k in keep}
+  if config.pooling != "cls":
+    params["bert"] = {k: v for k, v in params["bert"].items() if k != "pooler"}
+  return params
+
+
+def _fresh_pooler(config: BertConfig, path: str) -> dict:
+  # BertForMaskedLM checkpoints have no pooler. Like transformers, start it fresh (BERT's init)
+  # and say so, rather than refuse a checkpoint whose encoder and MLM head are complete.
+  logging.warning(  # noqa: LOG015
+    "%s: the checkpoint has no pooler weights; initialising the pooler randomly "
+    "(pooler_output is untrained; pass pooling='mean' for a trained sentence vector)",
+    path,
+  )
+  init = nn.initializers.truncated_normal(stddev=config.initializer_range)
+  return {
+    "kernel": np.asarray(init(jax.random.key(0), (config.hidden_size,) * 2)),
+    "bias": np.zeros((config.hidden_size,), np.float32),
+  }
+
+
+def _check_shapes(params: dict, config: BertConfig, heads: bool | None, path: str, source: str) -> None:
+  """Fails unless `params` is exactly the tree the model for `config` (with the heads present) creates."""
+  has_heads = "mlm" in params
+  if heads and not has_heads:
+    raise convert.ConversionError(
+      f"{path}: heads=True but the checkpoint has no MLM head (cls.predictions.*)"
+    )
+  module = BertForPreTraining(config, nsp="nsp_head" in params) if has_heads else BertModel(config)
+  expected = _shape_tree(module)
+  if not has_heads:
+    expected = {"bert": expected}
+  convert.check_against(params, expected, source=source)
 
 
 def _shape_tree(module) -> dict:

@@ -1,10 +1,10 @@
-"""The experiment runner: `train_and_evaluate(config, workdir)` pretrains a BERT.
+"""The pretraining runner: `train_and_evaluate(config, workdir)` runs configs/pretrain.py.
 
-Order of a run: mesh -> tokenizer (trained from the corpus when the config names none) -> data
-(built once per phase into array_record, reused after) -> model and optimizer -> train state, from
+Order of a run: mesh -> tokenizer and data (pretrain_data.py) -> model and optimizer -> train state, from
 the first of: a checkpoint in workdir, `config.resume`, `config.init_from`, scratch -> the loop:
 phases in order, held-out evaluation, checkpoints (latest N and the best), metrics to TensorBoard
-and metrics.jsonl, a progress line; SIGTERM saves and stops; NaN/Inf stops with the step.
+and metrics.jsonl, a progress line; SIGTERM saves and stops; NaN/Inf stops with the step -> the
+model exported for fine-tuning.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import numpy as np
 from bert_jax import (
   checkpointing,
   distributed,
-  hub,
+  files,
   objectives,
   optim,
   sharding,
@@ -30,9 +30,16 @@ from bert_jax import (
   topology,
   train_state,
 )
-from bert_jax.data import masking as masking_lib
-from bert_jax.data import pipeline, records, text
+from bert_jax.data import pipeline
 from bert_jax.models import BertConfig, BertForPreTraining, scan_params
+from bert_jax.pretrain_data import (  # noqa: F401  (re-exported: train.X is where callers find them)
+  Phase,
+  load_or_train_tokenizer,
+  masking_config,
+  phases_from_config,
+  prepare_data,
+  require_shared,
+)
 from bert_jax.run_control import (
   Preemption,
   TrainingError,
@@ -42,167 +49,9 @@ from bert_jax.run_control import (
   host_tree,
   should_stop,
 )
-from bert_jax.tokenization import Tokenizer, train_wordpiece
+from bert_jax.tokenization import Tokenizer
 
 log = logging.getLogger("bert_jax.train")
-
-
-@dataclasses.dataclass
-class Phase:
-  index: int
-  start: int  # first global step of the phase
-  steps: int
-  max_seq_length: int
-  batch_size: int
-  max_predictions: int
-
-  @property
-  def stop(self) -> int:
-    return self.start + self.steps
-
-
-def phases_from_config(config) -> list[Phase]:
-  """config.phases (a list of {steps, max_seq_length, batch_size, max_predictions}), or one phase from
-  the top-level settings. The steps must add up to config.total_steps."""
-  specs = list(config.phases) or [
-    dict(
-      steps=config.total_steps,
-      max_seq_length=config.data.max_seq_length,
-      batch_size=config.batch_size,
-      max_predictions=config.data.masking.max_predictions,
-    )
-  ]
-  phases, start = [], 0
-  for i, spec in enumerate(specs):
-    spec = dict(spec)
-    unknown = sorted(set(spec) - {"steps", "max_seq_length", "batch_size", "max_predictions"})
-    missing = sorted({"steps", "max_seq_length", "batch_size"} - set(spec))
-    if unknown or missing:
-      raise ValueError(
-        f"config.phases[{i}]: unknown keys {unknown}, missing keys {missing}; a phase is "
-        "{steps, max_seq_length, batch_size[, max_predictions]}"
-      )
-    if spec["steps"] <= 0:
-      raise ValueError(f"config.phases[{i}].steps={spec['steps']}; expected a positive number")
-    phases.append(
-      Phase(
-        i,
-        start,
-        int(spec["steps"]),
-        int(spec["max_seq_length"]),
-        int(spec["batch_size"]),
-        int(spec.get("max_predictions", config.data.masking.max_predictions)),
-      )
-    )
-    start += int(spec["steps"])
-  if start != config.total_steps:
-    raise ValueError(
-      f"config.phases add up to {start} steps but config.total_steps={config.total_steps}; "
-      f"make them agree (phase steps: {[p.steps for p in phases]})"
-    )
-  return phases
-
-
-# --- tokenizer and data ------------------------------------------------------------------------
-
-
-def load_or_train_tokenizer(config, workdir: str) -> Tokenizer:
-  data = config.data
-  if data.vocab:
-    return (
-      Tokenizer.from_pretrained(data.vocab)
-      if os.path.isdir(data.vocab) or hub.is_hub(data.vocab)  # hf://ORG/NAME: a Hub model's tokenizer
-      else Tokenizer.from_vocab(data.vocab, lowercase=data.lowercase)
-    )
-  vocab_dir = os.path.join(workdir, "vocab")
-  vocab_file = os.path.join(vocab_dir, "vocab.txt")
-  if not os.path.exists(vocab_file) and data.source.startswith(text.TFDS_PREFIX):
-    raise ValueError(
-      f"config.data.vocab is empty and the source {data.source!r} is a TFDS dataset; "
-      "train a vocabulary from files (config.data.source=path) or give config.data.vocab"
-    )
-  # Process 0 alone decides whether to train (what another process sees may differ or lag), and every
-  # process meets the barrier either way.
-  if distributed.is_primary() and not os.path.exists(vocab_file):
-    paths = text.expand_paths(data.source)
-    log.info("training a WordPiece vocabulary of %d tokens on %s", data.vocab_size, paths)
-    tokenizer = train_wordpiece(
-      paths, vocab_size=data.vocab_size, lowercase=data.lowercase, limit_alphabet=data.vocab_limit_alphabet
-    )
-    tokenizer.save(vocab_dir)
-  _barrier("vocab")
-  require_shared(vocab_file, "the vocabulary")
-  return Tokenizer.from_pretrained(vocab_dir)
-
-
-def _barrier(name: str) -> None:
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils
-
-    multihost_utils.sync_global_devices(f"bert_jax:{name}")
-
-
-def require_shared(path: str, what: str, wait_s: float = 90.0) -> None:
-  """After a barrier, on a multi-process run: `path`, which process 0 has written, must be visible here. It is
-  not when the workdir is on each host's own disk; say so rather than fail on a missing file. Waits up to
-  `wait_s` first: a network file system may answer from a cache of misses for a while (Cloud Storage FUSE
-  caches "not found" answers by default)."""
-  if jax.process_count() == 1:
-    return
-  deadline = time.monotonic() + wait_s
-  while not os.path.exists(path) and time.monotonic() < deadline:
-    time.sleep(1.0)
-  if not os.path.exists(path):
-    raise TrainingError(
-      f"process {jax.process_index()} cannot see {what} ({path}), which process 0 wrote: a multi-host run "
-      "needs its workdir and data.data_dir on a file system every host shares (README, 'Cloud Storage')"
-    )
-
-
-def prepare_data(config, workdir: str, tokenizer: Tokenizer, phase: Phase, pair_task: str) -> str:
-  """Builds (once) the array_record instances for a phase's sequence length; returns their folder."""
-  data = config.data
-  data_dir = os.path.join(data.data_dir or os.path.join(workdir, "data"), f"seq{phase.max_seq_length}")
-  if distributed.is_primary():
-    import tensorflow_datasets as tfds
-
-    tfds.disable_progress_bar()  # the runner prints its own progress
-    source = text.open_text_source(
-      data.source,
-      format=data.format or None,
-      split=data.tfds_split,
-      data_dir=data.tfds_data_dir or None,
-      field=data.tfds_field,
-    )
-    records.build_pretraining_data(
-      data_dir,
-      source=source,
-      tokenizer=tokenizer,
-      max_seq_length=phase.max_seq_length,
-      pair_task=pair_task,
-      short_seq_prob=data.short_seq_prob,
-      dupe_factor=data.dupe_factor,
-      packing=data.packing,
-      validation=data.validation,
-      seed=config.seed,
-      on_mismatch=data.on_mismatch,
-    )
-  _barrier(f"data-{phase.index}")
-  require_shared(os.path.join(data_dir, records.MANIFEST), "the pretraining instances")
-  return data_dir
-
-
-def masking_config(config, phase: Phase) -> masking_lib.MaskingConfig:
-  m = config.data.masking
-  return masking_lib.MaskingConfig(
-    rate=m.rate,
-    max_predictions=phase.max_predictions,
-    mode=m.mode,
-    replace_with_mask=m.replace_with_mask,
-    replace_with_random=m.replace_with_random,
-    span_p=m.span_p,
-    span_max=m.span_max,
-  )
 
 
 # --- model -----------------------------------------------------------------------------------
@@ -315,7 +164,7 @@ def export_model(params, bert: BertConfig, tokenizer: Tokenizer, workdir: str, f
   return path
 
 
-# --- the loop ----------------------------------------------------------------------------------
+# --- evaluation --------------------------------------------------------------------------------
 
 
 def evaluate(eval_step, params, data_dir, config, phase, vocab, mesh, max_batches: int) -> dict[str, float]:
@@ -350,8 +199,27 @@ def evaluate(eval_step, params, data_dir, config, phase, vocab, mesh, max_batche
   return results
 
 
-def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
-  """Runs config (configs/pretrain.py) in workdir; returns the last train and eval metrics."""
+# --- set-up and restore ------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class _Setup:
+  """What a run builds before its first step; the same whatever state it starts from."""
+
+  workdir: str
+  primary: bool
+  phases: list[Phase]
+  pair_task: str
+  mesh: Any
+  rules: Any
+  tokenizer: Tokenizer
+  vocab: pipeline.VocabInfo
+  run: Run
+
+
+def _set_up(config, workdir: str) -> _Setup:
+  """Phases, mesh, tokenizer, model and optimizer. Settings that cannot work (an unknown objective, a batch
+  the mesh does not divide) fail before the tokenizer or the data cost any time."""
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
   primary = distributed.is_primary()
@@ -361,151 +229,293 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   mesh, rules = sharding.from_config(config.mesh)
   for phase in phases:
     sharding.check_batch(phase.batch_size, mesh, accumulation_steps=config.optimizer.accumulation_steps)
-
   tokenizer = load_or_train_tokenizer(config, workdir)
   vocab = pipeline.VocabInfo.from_tokenizer(tokenizer)
   run = build_run(config, tokenizer.vocab_size, mesh, rules)
-  model, bert, tx, abstract, shardings = run.model, run.bert, run.tx, run.abstract, run.shardings
+  return _Setup(workdir, primary, phases, pair_task, mesh, rules, tokenizer, vocab, run)
 
-  ckpt = checkpointing.Checkpointer(
+
+def _open_checkpointer(config, workdir: str) -> checkpointing.Checkpointer:
+  return checkpointing.Checkpointer(
     os.path.join(workdir, "checkpoints"),
     max_to_keep=config.keep_checkpoints,
     best_metric=config.best_metric or None,
     best_mode=config.best_mode,
   )
-  target = checkpointing.abstract_target(abstract, shardings)
-  config_json = json.loads(config.to_json())
-  state, start_step, data_state_from = None, 0, None
+
+
+def _restore_or_init(config, setup: _Setup, ckpt: checkpointing.Checkpointer):
+  """(state, its step, the checkpointer holding the data iterator's position or None, where it came from),
+  from the first of: a checkpoint in workdir, config.resume, config.init_from, scratch."""
+  run = setup.run
+  target = checkpointing.abstract_target(run.abstract, run.shardings)
   if ckpt.latest_step() is not None:
-    start_step, state = ckpt.restore(target)
-    data_state_from, source = ckpt, f"checkpoint {start_step} in {ckpt.directory}"
-  elif config.resume:
+    step, state = ckpt.restore(target)
+    return state, step, ckpt, f"checkpoint {step} in {ckpt.directory}"
+  if config.resume:
     other = checkpointing.Checkpointer(
       os.path.join(config.resume, "checkpoints")
       if os.path.isdir(os.path.join(config.resume, "checkpoints"))
       else config.resume
     )
-    start_step, state = other.restore(target)
-    data_state_from, source = other, f"config.resume={config.resume} (step {start_step})"
-  else:
-    state, _ = train_state.create_train_state(model, tx, mesh, rules, seed=config.seed, shardings=shardings)
-    source = "scratch"
-    if config.init_from:
-      state = _restore_init_from(config.init_from, state, bert)
-      source = f"config.init_from={config.init_from}"
-  if primary:
-    log.info("starting at step %d from %s", start_step, source)
+    step, state = other.restore(target)
+    return state, step, other, f"config.resume={config.resume} (step {step})"
+  state, _ = train_state.create_train_state(
+    run.model, run.tx, setup.mesh, setup.rules, seed=config.seed, shardings=run.shardings
+  )
+  if not config.init_from:
+    return state, 0, None, "scratch"
+  return (
+    _restore_init_from(config.init_from, state, run.bert),
+    0,
+    None,
+    f"config.init_from={config.init_from}",
+  )
+
+
+def _announce_start(config, setup: _Setup, start_step: int, source: str) -> None:
+  if not setup.primary:
+    return
+  bert = setup.run.bert
+  log.info("starting at step %d from %s", start_step, source)
+  print(
+    f"bert_jax: {bert.num_layers} layers, hidden {bert.hidden_size}, vocab {bert.vocab_size}; "
+    f"objective {config.objective}; mesh {dict(setup.mesh.shape)} ({config.mesh.strategy}); start step "
+    f"{start_step} from {source}",
+    flush=True,
+  )
+
+
+def _open_metrics(setup: _Setup, start_step: int, config_json: dict) -> summaries.MetricWriter:
+  """The metric writer (a resumed run drops the rows logged after its checkpoint) and config.json."""
+  writer = summaries.MetricWriter(setup.workdir, enabled=setup.primary, resume_step=start_step)
+  if setup.primary:
+    files.write_json(os.path.join(setup.workdir, "config.json"), config_json)
+  return writer
+
+
+# --- the loop ----------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class _Loop:
+  """The training loop's state across steps and phases, and where it writes: checkpoints and metrics."""
+
+  config: Any
+  setup: _Setup
+  ckpt: checkpointing.Checkpointer
+  writer: summaries.MetricWriter
+  config_json: dict
+  eval_step: Any
+  peak_flops: float | None  # per device; None where unknown (no MFU then)
+  state: Any
+  step: int
+  data_state_from: checkpointing.Checkpointer | None  # the first phase run continues its data from here
+  last_train: dict[str, float] = dataclasses.field(default_factory=dict)
+  last_eval: dict[str, float] = dataclasses.field(default_factory=dict)
+
+  def result(self, preempted: bool) -> dict[str, Any]:
+    return {"train": self.last_train, "eval": self.last_eval, "step": self.step, "preempted": preempted}
+
+
+@dataclasses.dataclass
+class _Window:
+  """The steps since the last progress line, whose throughput it reports."""
+
+  tokens_per_step: int
+  flops_per_step: float
+  start: float = dataclasses.field(default_factory=time.perf_counter)
+  steps: int = 0
+
+
+def _phase_data(loop: _Loop, phase: Phase):
+  """(the phase's data folder, built on first use; its training iterator). A resumed run's iterator
+  continues from the checkpointed position when the run stopped within this phase."""
+  config, setup = loop.config, loop.setup
+  data_dir = prepare_data(config, setup.workdir, setup.tokenizer, phase, setup.pair_task)
+  dataset = pipeline.make_dataset(
+    data_dir,
+    "train",
+    global_batch_size=phase.batch_size,
+    seed=config.seed,
+    masking=masking_config(config, phase),
+    vocab=setup.vocab,
+    max_seq_length=phase.max_seq_length,
+    dynamic_masking=config.data.dynamic_masking,
+  )
+  iterator = iter(dataset)
+  if loop.data_state_from is not None and loop.step > phase.start:
+    loop.data_state_from.restore_data(loop.step, iterator)  # the iterator's position within this phase
+  loop.data_state_from = None
+  return data_dir, iterator
+
+
+def _train_phase(loop: _Loop, phase: Phase, preemption: Preemption) -> bool:
+  """Runs the phase's remaining steps, logging, evaluating and checkpointing on their intervals; True when
+  the run must stop (SIGTERM or the runtime's preemption notice), its checkpoint saved."""
+  config, mesh = loop.config, loop.setup.mesh
+  data_dir, iterator = _phase_data(loop, phase)
+  train_step = loop.setup.run.train_step(mesh, loop.setup.rules, config.optimizer.accumulation_steps)
+  tokens_per_step = phase.batch_size * phase.max_seq_length
+  window = _Window(
+    tokens_per_step, flops_per_token(loop.setup.run.bert, phase.max_seq_length) * tokens_per_step
+  )
+  pending = None  # metrics of the previous step, checked once the next step is dispatched
+  while loop.step < phase.stop:
+    batch = next(iterator)
+    loop.state, metrics = train_step(loop.state, sharding.global_batch(batch, mesh))
+    if pending is not None:
+      check_finite(host_metrics(pending[1]), pending[0])
+    loop.step += 1
+    pending = (loop.step, metrics)
+    window.steps += 1
+    if loop.step % config.log_every == 0 or loop.step == phase.stop:
+      _log_progress(loop, window, metrics)  # checks these metrics
+      pending = None
+    eval_now = config.eval_every and (loop.step % config.eval_every == 0 or loop.step == config.total_steps)
+    if eval_now:
+      _evaluate_and_log(loop, phase, data_dir)
+    stop = should_stop(preemption, loop.ckpt, loop.step)
+    if eval_now or stop or loop.step % config.checkpoint_every == 0 or loop.step == phase.stop:
+      _save(loop, iterator, with_eval=eval_now)
+    if stop:
+      return True
+  if pending is not None:
+    check_finite(host_metrics(pending[1]), pending[0])
+  return False
+
+
+def _log_progress(loop: _Loop, window: _Window, metrics) -> None:
+  """Checks the step's metrics, writes them with the window's throughput, prints the progress line, and
+  starts a new window."""
+  config, step = loop.config, loop.step
+  host = host_metrics(metrics)
+  check_finite(host, step)
+  elapsed = time.perf_counter() - window.start
+  steps_per_s = window.steps / max(elapsed, 1e-9)
+  host["steps_per_second"] = steps_per_s
+  host["tokens_per_second"] = steps_per_s * window.tokens_per_step
+  line = (
+    f"step {step}/{config.total_steps} | loss {host['loss']:.4f}"
+    + (f" | mlm_acc {host['mlm_accuracy']:.3f}" if "mlm_accuracy" in host else "")
+    + f" | {steps_per_s:.2f} steps/s | {host['tokens_per_second']:,.0f} tokens/s"
+  )
+  if loop.peak_flops:
+    host["mfu"] = window.flops_per_step * steps_per_s / (loop.peak_flops * jax.device_count())
+    line += f" | MFU {100 * host['mfu']:.1f}%"
+  line += f" | ETA {eta((config.total_steps - step) / max(steps_per_s, 1e-9))}"
+  loop.writer.write(step, {f"train/{k}": v for k, v in host.items()})
+  loop.last_train = host
+  if loop.setup.primary:
+    print(line, flush=True)
+  window.start, window.steps = time.perf_counter(), 0
+
+
+def _evaluate_and_log(loop: _Loop, phase: Phase, data_dir: str) -> None:
+  config = loop.config
+  loop.last_eval = evaluate(
+    loop.eval_step,
+    loop.state.params,
+    data_dir,
+    config,
+    phase,
+    loop.setup.vocab,
+    loop.setup.mesh,
+    config.eval_batches,
+  )
+  loop.writer.write(loop.step, {f"eval/{k}": v for k, v in loop.last_eval.items()})
+  if loop.setup.primary:
     print(
-      f"bert_jax: {bert.num_layers} layers, hidden {bert.hidden_size}, vocab {bert.vocab_size}; "
-      f"objective {config.objective}; mesh {dict(mesh.shape)} ({config.mesh.strategy}); start step "
-      f"{start_step} from {source}",
+      f"eval at step {loop.step}: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(loop.last_eval.items())),
       flush=True,
     )
 
-  writer = summaries.MetricWriter(workdir, enabled=primary, resume_step=start_step)
-  if primary:
-    files_config = os.path.join(workdir, "config.json")
-    from bert_jax import files
 
-    files.write_json(files_config, config_json)
-  eval_step = run.eval_step(mesh, rules)
-  peak = peak_flops_per_device(config)
-  last_train: dict[str, float] = {}
-  last_eval: dict[str, float] = {}
-  step = start_step
+def _save(loop: _Loop, iterator, with_eval) -> None:
+  """A checkpoint of the state and the data position; `with_eval`: this step's evaluation ranks it."""
+  metrics_for_best = {f"eval/{k}": v for k, v in loop.last_eval.items()} if with_eval else None
+  loop.ckpt.save(
+    loop.step,
+    loop.state,
+    data_iterator=iterator,
+    config=loop.config_json,
+    metrics=metrics_for_best,
+    force=True,
+  )
 
-  def save(step, it, metrics=None, force=False):
-    ckpt.save(step, state, data_iterator=it, config=config_json, metrics=metrics, force=force)
 
-  with Preemption() as preemption:
-    for phase in phases:
-      if step >= phase.stop:
-        continue
-      data_dir = prepare_data(config, workdir, tokenizer, phase, pair_task)
-      dataset = pipeline.make_dataset(
-        data_dir,
-        "train",
-        global_batch_size=phase.batch_size,
-        seed=config.seed,
-        masking=masking_config(config, phase),
-        vocab=vocab,
-        max_seq_length=phase.max_seq_length,
-        dynamic_masking=config.data.dynamic_masking,
-      )
-      iterator = iter(dataset)
-      if data_state_from is not None and step > phase.start:
-        data_state_from.restore_data(step, iterator)  # the iterator's position within this phase
-      data_state_from = None
-      train_step = run.train_step(mesh, rules, config.optimizer.accumulation_steps)
-      tokens_per_step = phase.batch_size * phase.max_seq_length
-      step_flops = flops_per_token(bert, phase.max_seq_length) * tokens_per_step
-      window_start, window_steps = time.perf_counter(), 0
-      pending = None  # metrics of the previous step, checked once the next step is dispatched
-      while step < phase.stop:
-        batch = next(iterator)
-        state, metrics = train_step(state, sharding.global_batch(batch, mesh))
-        if pending is not None:
-          check_finite(host_metrics(pending[1]), pending[0])
-        step += 1
-        pending = (step, metrics)
-        window_steps += 1
-        if step % config.log_every == 0 or step == phase.stop:
-          host = host_metrics(metrics)
-          check_finite(host, step)
-          pending = None
-          elapsed = time.perf_counter() - window_start
-          steps_per_s = window_steps / max(elapsed, 1e-9)
-          host["steps_per_second"] = steps_per_s
-          host["tokens_per_second"] = steps_per_s * tokens_per_step
-          line = (
-            f"step {step}/{config.total_steps} | loss {host['loss']:.4f}"
-            + (f" | mlm_acc {host['mlm_accuracy']:.3f}" if "mlm_accuracy" in host else "")
-            + f" | {steps_per_s:.2f} steps/s | {host['tokens_per_second']:,.0f} tokens/s"
-          )
-          if peak:
-            host["mfu"] = step_flops * steps_per_s / (peak * jax.device_count())
-            line += f" | MFU {100 * host['mfu']:.1f}%"
-          line += f" | ETA {eta((config.total_steps - step) / max(steps_per_s, 1e-9))}"
-          writer.write(step, {f"train/{k}": v for k, v in host.items()})
-          last_train = host
-          if primary:
-            print(line, flush=True)
-          window_start, window_steps = time.perf_counter(), 0
-        eval_now = config.eval_every and (step % config.eval_every == 0 or step == config.total_steps)
-        if eval_now:
-          last_eval = evaluate(
-            eval_step, state.params, data_dir, config, phase, vocab, mesh, config.eval_batches
-          )
-          writer.write(step, {f"eval/{k}": v for k, v in last_eval.items()})
-          if primary:
-            print(
-              f"eval at step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(last_eval.items())),
-              flush=True,
-            )
-        stop = should_stop(preemption, ckpt, step)
-        if eval_now or stop or step % config.checkpoint_every == 0 or step == phase.stop:
-          metrics_for_best = {f"eval/{k}": v for k, v in last_eval.items()} if eval_now else None
-          save(step, iterator, metrics_for_best, force=True)
-        if stop:
-          ckpt.wait()
-          writer.flush()
-          if primary:
-            print(f"stopped by SIGTERM at step {step}; checkpoint saved in {ckpt.directory}", flush=True)
-          writer.close()
-          ckpt.close()
-          return {"train": last_train, "eval": last_eval, "step": step, "preempted": True}
-      if pending is not None:
-        check_finite(host_metrics(pending[1]), pending[0])
+# --- the end of a run --------------------------------------------------------------------------
+
+
+def _stop_preempted(loop: _Loop) -> dict[str, Any]:
+  """After the stop's checkpoint: wait for it to be written, close the files, say where it is."""
+  loop.ckpt.wait()
+  loop.writer.flush()
+  if loop.setup.primary:
+    print(f"stopped by SIGTERM at step {loop.step}; checkpoint saved in {loop.ckpt.directory}", flush=True)
+  loop.writer.close()
+  loop.ckpt.close()
+  return loop.result(preempted=True)
+
+
+def _finish(loop: _Loop) -> dict[str, Any]:
+  """Waits for the last checkpoint, exports the model for fine-tuning, plots the curves, says where
+  everything is."""
+  config, setup, ckpt, writer = loop.config, loop.setup, loop.ckpt, loop.writer
   ckpt.wait()
   writer.close()
   ckpt.close()
-  export = export_model(state.params, bert, tokenizer, workdir, objectives.model_family(config.objective))
-  if primary:
-    plot = summaries.plot_curves(writer.path, os.path.join(workdir, "curves.png"))
+  family = objectives.model_family(config.objective)
+  export = export_model(loop.state.params, setup.run.bert, setup.tokenizer, setup.workdir, family)
+  if setup.primary:
+    plot = summaries.plot_curves(writer.path, os.path.join(setup.workdir, "curves.png"))
     print(
-      f"done: {step} steps. checkpoints: {ckpt.directory}\n  TensorBoard: tensorboard --logdir "
+      f"done: {loop.step} steps. checkpoints: {ckpt.directory}\n  TensorBoard: tensorboard --logdir "
       f"{writer.tensorboard_dir}\n  metrics: {writer.path}\n  loss curves: {plot}"
-      + (f"\n  model (fine-tune it with init_from={workdir}): {export}" if export else ""),
+      + (f"\n  model (fine-tune it with init_from={setup.workdir}): {export}" if export else ""),
       flush=True,
     )
-  return {"train": last_train, "eval": last_eval, "step": step, "preempted": False}
+  return loop.result(preempted=False)
+
+
+# --- the run -----------------------------------------------------------------------------------
+
+
+def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
+  """Runs config (configs/pretrain.py) in workdir; returns the last train and eval metrics."""
+  # Set-up: phases, mesh, tokenizer (trained on first use), model and optimizer.
+  setup = _set_up(config, workdir)
+
+  # Restore or resume: a checkpoint in workdir, else config.resume, else config.init_from, else scratch.
+  ckpt = _open_checkpointer(config, setup.workdir)
+  state, start_step, data_state_from, source = _restore_or_init(config, setup, ckpt)
+  _announce_start(config, setup, start_step, source)
+
+  # Metrics (TensorBoard, metrics.jsonl), config.json, and the evaluation step.
+  config_json = json.loads(config.to_json())
+  writer = _open_metrics(setup, start_step, config_json)
+  eval_step = setup.run.eval_step(setup.mesh, setup.rules)
+  loop = _Loop(
+    config,
+    setup,
+    ckpt,
+    writer,
+    config_json,
+    eval_step,
+    peak_flops_per_device(config),
+    state,
+    start_step,
+    data_state_from,
+  )
+
+  # The loop: phases in order, each logging, evaluating and checkpointing on its intervals; SIGTERM saves
+  # and stops.
+  with Preemption() as preemption:
+    for phase in setup.phases:
+      if loop.step >= phase.stop:
+        continue  # done before a resume
+      if _train_phase(loop, phase, preemption):
+        return _stop_preempted(loop)
+
+  # Export: the last checkpoint written, the model saved for fine-tuning.
+  return _finish(loop)

@@ -90,6 +90,10 @@ TASKS = {
     _PAPER,
     kind="tagging",
     tfds="conll2003",
+    eval_splits=(
+      "dev",
+      "test",
+    ),  # the builder's splits; selection on dev, test reported beside it (the paper's)
     tokens="tokens",
     tags="ner",
     tag_scheme="iob2",

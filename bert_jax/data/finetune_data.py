@@ -70,7 +70,13 @@ def _eval_name(path: str) -> str:
 def _sources(d) -> tuple[Any, list[tuple[str, Any]]]:
   """(train source, [(eval name, eval source)]) where a source is ("tfds", split) or ("file", path)."""
   if d.tfds_name:
-    return ("tfds", d.train_split), [(split, ("tfds", split)) for split in split_list(d.eval_splits)]
+    evals = split_list(d.eval_splits)
+    tasks.check_tfds_splits(
+      d.tfds_name,
+      d.tfds_data_dir or None,
+      {"config.data.train_split": [d.train_split], "config.data.eval_splits": evals},
+    )
+    return ("tfds", d.train_split), [(split, ("tfds", split)) for split in evals]
   if not d.train:
     raise ValueError(
       "config.data.train is empty and config.data.tfds_name is not set: give training files "

@@ -230,6 +230,28 @@ def class_label_names(feature: Any) -> list[str] | None:
   return None
 
 
+def check_tfds_splits(
+  name: str, data_dir: str | os.PathLike | None, requested: Mapping[str, list[str]]
+) -> None:
+  """Every split a config field asks for (field -> splits) is one the prepared TFDS dataset defines; else an
+  error naming the field and the dataset's splits (conll2003's are train/dev/test, not GLUE's validation). A
+  dataset not prepared yet is left to the reader, whose error says how to prepare it."""
+  import tensorflow_datasets as tfds
+
+  try:
+    known = sorted(tfds.builder(name, data_dir=None if data_dir is None else os.fspath(data_dir)).info.splits)
+  except Exception:  # noqa: BLE001 - not prepared, or no such builder: tfds_rows reports it with its remedy
+    return
+  if not known:
+    return
+  for field, splits in requested.items():
+    for split in splits:
+      if split not in known:
+        raise TaskDataError(
+          f"{field}={split!r}: TFDS dataset {name!r} has no such split; its splits are {known}"
+        )
+
+
 def tfds_label_names(
   name: str, data_dir: str | os.PathLike | None = None, field: str = "label"
 ) -> list[str] | None:

@@ -58,6 +58,8 @@ TASKS = {
     text="premise",
     pair="hypothesis",
     eval_splits=("validation_matched", "validation_mismatched"),
+    # The reference's ids (run_classifier.py's MnliProcessor); TFDS's ClassLabel order differs and is matched by name.
+    labels=("contradiction", "entailment", "neutral"),
   ),
   "qnli": dict(_GLUE, tfds="glue/qnli", text="question", pair="sentence"),
   "rte": dict(_GLUE, tfds="glue/rte", text="sentence1", pair="sentence2"),
@@ -188,9 +190,8 @@ def get_config(arg=None):
   config.data.text_field = task.get("text", "text")
   config.data.pair_field = task.get("pair", "")
   config.data.label_field = "label"
-  config.data.labels = (
-    ""  # label names in id order, comma-separated; empty: TFDS's ClassLabel or the training file
-  )
+  # Label names in id order, comma-separated; empty: TFDS's ClassLabel order or the training file's sorted labels.
+  config.data.labels = ",".join(task.get("labels", ()))
   config.data.tokens_field = task.get("tokens", "tokens")
   config.data.tags_field = task.get("tags", "tags")
   # iob2: checked; iob1 (the original CoNLL-2003 files): converted to iob2; none: any tags (POS).

@@ -57,3 +57,65 @@ def test_a_split_the_prepared_dataset_lacks_names_the_field_and_the_choices(tmp_
   with pytest.raises(tasks.TaskDataError) as err:
     tasks.check_tfds_splits("tiny_conll", tmp_path, {"config.data.eval_splits": ["dev", "validation"]})
   assert "config.data.eval_splits='validation'" in str(err.value) and "['dev', 'train']" in str(err.value)
+
+
+# The reference's label ids per GLUE task, by meaning: google-research/bert run_classifier.py (MnliProcessor
+# ["contradiction", "entailment", "neutral"]; MrpcProcessor and ColaProcessor ["0", "1"], 1 = equivalent /
+# acceptable) and the GLUE data's own 0/1 columns (SST-2 1 = positive, QQP 1 = duplicate, WNLI 1 = entailment;
+# QNLI and RTE name their labels, listed entailment first as transformers' glue processors do).
+REFERENCE_LABELS = {
+  "mnli": ["contradiction", "entailment", "neutral"],
+  "mrpc": ["not_equivalent", "equivalent"],
+  "cola": ["unacceptable", "acceptable"],
+  "sst2": ["negative", "positive"],
+  "qqp": ["not_duplicate", "duplicate"],
+  "qnli": ["entailment", "not_entailment"],
+  "rte": ["entailment", "not_entailment"],
+  "wnli": ["not_entailment", "entailment"],
+}
+
+
+@pytest.mark.parametrize("task", sorted(REFERENCE_LABELS))
+def test_glue_label_ids_follow_the_reference_whatever_tfds_orders(task, tmp_path):
+  config = finetune_configs.get_config(f"task={task}")
+  importlib.import_module(BUILDER_MODULES["glue"])
+  tfds_names = tfds.builder(config.data.tfds_name, data_dir=tmp_path).info.features["label"].names
+  ours = config.data.labels.split(",") if config.data.labels else tfds_names
+  assert ours == REFERENCE_LABELS[task]
+  assert sorted(tfds_names) == sorted(ours)
+
+
+def test_tfds_label_ids_are_matched_by_name_into_the_task_order(tmp_path, minilm_dir):
+  """A dataset with TFDS MNLI's ClassLabel order read by the mnli config: ids in the reference's order."""
+  from bert_jax.data import finetune_data, records
+  from bert_jax.tokenization import Tokenizer
+
+  tfds_order = ["entailment", "neutral", "contradiction"]
+  features = {
+    "premise": tfds.features.Text(),
+    "hypothesis": tfds.features.Text(),
+    "label": tfds.features.ClassLabel(names=tfds_order),
+  }
+  pairs = [
+    ("a man sleeps", "a man is awake", 2),
+    ("a dog runs", "an animal moves", 0),
+    ("it rains", "it is May", 1),
+  ]
+  rows = lambda: iter({"premise": p, "hypothesis": h, "label": y} for p, h, y in pairs)
+  records.write_array_record_dataset(
+    tmp_path,
+    "tiny_mnli",
+    features,
+    {"train": rows, "validation_matched": rows, "validation_mismatched": rows},
+  )
+  config = finetune_configs.get_config("task=mnli")
+  with config.unlocked():
+    config.data.tfds_name, config.data.tfds_data_dir = "tiny_mnli", str(tmp_path)
+  data = finetune_data.load_task_data(config, Tokenizer.from_pretrained(minilm_dir))
+  assert data.labels == ["contradiction", "entailment", "neutral"]
+  want = [data.labels.index(tfds_order[y]) for _, _, y in pairs]
+  assert data.train["labels"].tolist() == want == [0, 1, 2]
+  with config.unlocked():
+    config.data.labels = "contradiction,entailment,unknown"
+  with pytest.raises(ValueError, match="config.data.labels='contradiction,entailment,unknown'"):
+    finetune_data.load_task_data(config, Tokenizer.from_pretrained(minilm_dir))

@@ -126,17 +126,40 @@ def load_task_data(config, tokenizer: Tokenizer) -> TaskData:
 # --- classification and regression ----------------------------------------------------------------
 
 
+def _check_same_labels(labels: list[str], source_names: list[str], tfds_name: str) -> None:
+  if sorted(labels) != sorted(source_names):
+    raise ValueError(
+      f"config.data.labels={','.join(labels)!r} are not the labels of TFDS {tfds_name!r} ({source_names}): "
+      "name the same labels, in the order the model's ids should follow"
+    )
+
+
+def _ids_to_names(rows, field: str, names: list[str]):
+  """TFDS stores a ClassLabel as its index in the builder's order; the task's label order may differ (MNLI's
+  reference order is contradiction, entailment, neutral; TFDS's is entailment, neutral, contradiction), so
+  labels are matched by name. -1 (no label) stays."""
+  for line, row in rows:
+    value = row.get(field)
+    if isinstance(value, (int, np.integer)) and 0 <= value < len(names):
+      row = {**row, field: names[value]}
+    yield line, row
+
+
 def _classification(config, tokenizer, train_source, eval_sources) -> TaskData:
   d, regression = config.data, config.kind == "regression"
   train_rows, train_name = _rows(d, train_source)
   labels = split_list(d.labels)
+  source_names = None
+  if d.tfds_name and not regression:
+    source_names = tasks.tfds_label_names(d.tfds_name, d.tfds_data_dir or None, d.label_field)
   if not labels and not regression:
-    if d.tfds_name:
-      labels = tasks.tfds_label_names(d.tfds_name, d.tfds_data_dir or None, d.label_field)
-    else:
-      labels = [str(v) for v in tasks.infer_labels(train_rows, d.label_field)]
+    labels = source_names or [str(v) for v in tasks.infer_labels(train_rows, d.label_field)]
+  elif labels and source_names:
+    _check_same_labels(labels, source_names, d.tfds_name)
 
   def examples(rows, name):
+    if source_names and labels != source_names:
+      rows = _ids_to_names(rows, d.label_field, source_names)
     return tasks.classification_examples(
       rows,
       name,

@@ -92,10 +92,11 @@ TASKS = {
     _PAPER,
     kind="tagging",
     tfds="conll2003",
-    eval_splits=(
-      "dev",
-      "test",
-    ),  # the builder's splits; selection on dev, test reported beside it (the paper's)
+    # The builder's splits: selection on dev, test reported beside it (the paper's two columns).
+    eval_splits=("dev", "test"),
+    # The paper's setup (section 5.3): each sentence with as much of its document around it as fits. It needs
+    # the -DOCSTART- boundaries of the original CoNLL files (TFDS's copy drops them): see docs/finetuning.md.
+    document_context=True,
     tokens="tokens",
     tags="ner",
     tag_scheme="iob2",
@@ -196,6 +197,8 @@ def get_config(arg=None):
   config.data.tags_field = task.get("tags", "tags")
   # iob2: checked; iob1 (the original CoNLL-2003 files): converted to iob2; none: any tags (POS).
   config.data.tag_scheme = task.get("tag_scheme", "none")
+  # Tagging: encode each sentence with the words of its document around it (labels on its own words only).
+  config.data.document_context = task.get("document_context", False)
   config.data.columns = ""  # comma-separated column names for CSV/TSV files without a header row (CoLA's)
   config.data.choice_endings_field = ""  # multiple choice from a list column (else SWAG's ending0..3)
   config.data.choice_ending_fields = ""  # comma-separated ending columns

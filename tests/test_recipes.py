@@ -119,3 +119,118 @@ def test_tfds_label_ids_are_matched_by_name_into_the_task_order(tmp_path, minilm
     config.data.labels = "contradiction,entailment,unknown"
   with pytest.raises(ValueError, match="config.data.labels='contradiction,entailment,unknown'"):
     finetune_data.load_task_data(config, Tokenizer.from_pretrained(minilm_dir))
+
+
+# --- NER with document context (the paper's CoNLL-2003 setup) -----------------------------------------------
+
+CONLL = """-DOCSTART- -X- -X- O
+
+EU NNP B-NP B-ORG
+rejects VBZ B-VP O
+German JJ B-NP B-MISC
+call NN I-NP O
+
+Peter NNP B-NP B-PER
+Blackburn NNP I-NP I-PER
+
+-DOCSTART- -X- -X- O
+
+BRUSSELS NNP B-NP B-LOC
+1996-08-22 CD I-NP O
+
+The DT B-NP O
+European NNP I-NP B-ORG
+Commission NNP I-NP I-ORG
+said VBD B-VP O
+Thursday NNP B-NP O
+"""
+
+
+def test_read_conll_numbers_documents_at_docstart(tmp_path):
+  from bert_jax.data import tasks
+
+  path = tmp_path / "eng.train"
+  path.write_text(CONLL)
+  examples = tasks.read_conll(path)
+  assert [(e.tokens[0], e.document) for e in examples] == [
+    ("EU", 0),
+    ("Peter", 0),
+    ("BRUSSELS", 1),
+    ("The", 1),
+  ]
+  path.write_text(CONLL.replace("-DOCSTART- -X- -X- O\n", ""))
+  assert [e.document for e in tasks.read_conll(path)] == [None] * 4
+
+
+@pytest.mark.parametrize("length", [8, 12, 16, 64])
+def test_document_context_is_the_widest_window_of_the_document_around_the_sentence(
+  tmp_path, minilm_dir, length
+):
+  """Properties, not a copy of the code: each row is [CLS] + a contiguous run of whole words of the document's
+  piece stream that holds the whole sentence + [SEP]; it is full unless the document ran out; labels and
+  word_index sit on the sentence's own first pieces only; decode_tags gives back the sentence's tags."""
+  from bert_jax.data import tasks
+  from bert_jax.tokenization import Tokenizer
+
+  tok = Tokenizer.from_pretrained(minilm_dir)
+  path = tmp_path / "eng.train"
+  path.write_text(CONLL)
+  examples = tasks.read_conll(path)
+  tags = sorted({t for e in examples for t in e.tags}, key=lambda t: (t != "O", t))
+  label_to_id = {t: i for i, t in enumerate(tags)}
+  features = tasks.tagging_features(examples, tok, length, label_to_id, document_context=True)
+  pieces = lambda word: tok([word], truncation=False, padding=False)["input_ids"][0][1:-1]
+  for row, example in enumerate(examples):
+    document = [e for e in examples if e.document == example.document]
+    stream = [
+      (i, w, p) for i, e in enumerate(document) for w, word in enumerate(e.tokens) for p in [pieces(word)]
+    ]
+    ids = features["input_ids"][row]
+    sep = int(np.flatnonzero(ids == tok.sep_id)[-1])
+    body = ids[1:sep].tolist()
+    own = document.index(example)
+    # the windows of whole words that hold the whole sentence
+    first = min(k for k, (i, _, _) in enumerate(stream) if i == own)
+    last = max(k for k, (i, _, _) in enumerate(stream) if i == own)
+    windows = {
+      (a, b): [t for _, _, p in stream[a : b + 1] for t in p]
+      for a in range(first + 1)
+      for b in range(last, len(stream))
+    }
+    fitting = {k: v for k, v in windows.items() if len(v) <= length - 2}
+    sentence_pieces = [t for _, _, p in stream[first : last + 1] for t in p]
+    if not fitting:  # the sentence alone is longer than the row: it is cut, with no context
+      assert body == sentence_pieces[: len(body)]
+      continue
+    assert body in fitting.values()
+    assert len(body) == max(len(v) for v in fitting.values())
+    positions = np.flatnonzero(features["labels"][row] != tasks.IGNORE)
+    assert [features["word_index"][row][p] for p in positions] == list(range(len(example.tokens)))
+    assert [tags[features["labels"][row][p]] for p in positions] == example.tags
+    assert set(np.flatnonzero(features["word_index"][row] >= 0)) == set(positions)
+  decoded = tasks.decode_tags(
+    np.where(features["labels"] >= 0, features["labels"], 0),
+    features["word_index"],
+    [len(e.tokens) for e in examples],
+    tags,
+  )
+  if length >= 16:
+    assert decoded == [e.tags for e in examples]
+
+
+def test_document_context_without_documents_names_the_field(tmp_path, minilm_dir):
+  from bert_jax.data import finetune_data
+  from bert_jax.tokenization import Tokenizer
+
+  rows = tmp_path / "train.jsonl"
+  rows.write_text('{"tokens": ["EU", "rejects"], "tags": ["B-ORG", "O"]}\n')
+  config = finetune_configs.get_config("task=tagging")
+  with config.unlocked():
+    config.data.train = config.data.validation = str(rows)
+    config.data.document_context = True
+  with pytest.raises(
+    ValueError, match="config.data.document_context=True but .*train.jsonl marks no documents"
+  ):
+    finetune_data.load_task_data(config, Tokenizer.from_pretrained(minilm_dir))
+  assert finetune_configs.get_config("task=conll2003").data.document_context
+  assert not finetune_configs.get_config("task=tagging").data.document_context

@@ -211,11 +211,15 @@ def _tagged(d, source) -> tuple[list, str]:
 
 def _tagging(config, tokenizer, train_source, eval_sources) -> TaskData:
   d = config.data
-  train_examples, _ = _tagged(d, train_source)
+  train_examples, train_name = _tagged(d, train_source)
+  if d.document_context:
+    tasks.check_documents(train_examples, train_name)
   train_examples = _limit([e for e in train_examples if e.tags is not None], d.max_train_examples)
   eval_examples = []
   for name, source in eval_sources:
     exs, where = _tagged(d, source)
+    if d.document_context:
+      tasks.check_documents(exs, where)
     eval_examples.append((name, where, [e for e in _limit(exs, d.max_eval_examples) if e.tags is not None]))
   report: dict[str, Any] = {}
   labels = split_list(d.labels)
@@ -237,7 +241,7 @@ def _tagging(config, tokenizer, train_source, eval_sources) -> TaskData:
     unknown = sorted({t for e in exs for t in (e.tags or ()) if t not in label_to_id})
     if unknown:
       raise ValueError(f"{name}: tags {unknown[:10]} are not in config.data.labels={labels}")
-    result = tasks.tagging_features(exs, tokenizer, d.max_seq_length, label_to_id)
+    result = tasks.tagging_features(exs, tokenizer, d.max_seq_length, label_to_id, d.document_context)
     truncated = result.pop("truncated_words", 0)
     if truncated:
       report[f"{name}: words beyond max_seq_length={d.max_seq_length} (predicted as O)"] = int(truncated)

@@ -2,7 +2,10 @@
 and predictions back to one tag per word.
 
 Words come pre-split and each goes through WordPiece on its own; a word's tag sits on its first
-sub-token and the loss skips the rest (the BERT paper's NER setup).
+sub-token and the loss skips the rest (the BERT paper's NER setup). With document context (the paper's
+CoNLL-2003 setup, section 5.3: "we include the maximal document context provided by the data") each sentence
+is encoded with as many words of its document around it as fit; only the sentence's own words carry labels
+and predictions.
 """
 
 from __future__ import annotations
@@ -25,12 +28,15 @@ _CONLL_COLUMNS = re.compile(r"[ \t]+")  # only these: tokens may hold other Unic
 
 @dataclasses.dataclass
 class TaggedExample:
-  """Pre-split words and one tag per word (None when unlabelled); line: where the sentence starts."""
+  """Pre-split words and one tag per word (None when unlabelled); line: where the sentence starts;
+  document: the index of its document in the source (CoNLL's -DOCSTART- boundaries), None when the source
+  marks none."""
 
   tokens: list[str]
   tags: list[str] | None
   line: int
   source: str = ""
+  document: int | None = None
 
 
 def iob1_to_iob2(tags: Sequence[str]) -> list[str]:
@@ -89,7 +95,8 @@ def read_conll(
   scheme: str = "iob2",
 ) -> list[TaggedExample]:
   """Sentences of a CoNLL column file: whitespace-separated columns (spaces or tabs), one word per
-  line, a blank line between sentences; "-DOCSTART-" lines are skipped.
+  line, a blank line between sentences; "-DOCSTART-" lines start a document (each sentence's `document`;
+  None throughout when the file has none).
 
   tag_column None reads words only (tags None). scheme: "iob2" checks that tags are IOB2 (an I-X
   that starts a chunk is an error, as it means IOB1 data); "iob1" converts IOB1 to IOB2 (the
@@ -102,8 +109,10 @@ def read_conll(
   words: list[str] = []
   tags: list[str] = []
   lines: list[int] = []
+  document, in_document, marked = 0, 0, False  # in_document: sentences of the current document so far
 
   def flush() -> None:
+    nonlocal in_document
     if not words:
       return
     sentence_tags = None
@@ -113,7 +122,8 @@ def read_conll(
         i, reason = problem
         raise _error(path, lines[i], None, f"column {tag_column}: {reason}")
       sentence_tags = iob1_to_iob2(tags) if scheme == "iob1" else list(tags)
-    examples.append(TaggedExample(list(words), sentence_tags, lines[0], path))
+    examples.append(TaggedExample(list(words), sentence_tags, lines[0], path, document))
+    in_document += 1
     words.clear()
     tags.clear()
     lines.clear()
@@ -122,6 +132,8 @@ def read_conll(
     columns = [c for c in _CONLL_COLUMNS.split(line.strip(" \t\r")) if c]
     if not columns or columns[0] == "-DOCSTART-":
       flush()
+      if columns:
+        document, in_document, marked = document + (in_document > 0), 0, True
       continue
     word_at = _column(columns, token_column)
     tag_at = None if tag_column is None else _column(columns, tag_column)
@@ -139,6 +151,9 @@ def read_conll(
     raise TaskDataError(
       f"{path} holds no sentences; expected one word per line, blank lines between sentences"
     )
+  if not marked:
+    for example in examples:
+      example.document = None
   return examples
 
 
@@ -229,6 +244,7 @@ def tagging_features(
   tokenizer,
   max_seq_length: int,
   label_to_id: Mapping[str, int] | None,
+  document_context: bool = False,
 ) -> dict[str, Any]:
   """Features for token tagging, "[CLS] pieces of word 0, word 1, ... [SEP]" padded to max_seq_length.
 
@@ -243,6 +259,11 @@ def tagging_features(
   Each word goes through the tokenizer's normalization and WordPiece on its own (the words come
   pre-split). A word that yields no wordpiece (only control characters) becomes one [UNK], so every
   word of an untruncated sentence has a position.
+
+  document_context: "[CLS] words before, the sentence, words after [SEP]", the context taken from the other
+  sentences of the example's document (whole words, nearest first, half the room before the sentence and the
+  rest after, the unused side's room going to the other) and carrying IGNORE labels and word_index -1. Every
+  example needs a `document` (document_examples checks).
   """
   if not examples:
     raise ValueError("tagging_features: no examples")
@@ -254,6 +275,7 @@ def tagging_features(
   labels = np.full((n, length), IGNORE, dtype=np.int32)
   word_index = np.full((n, length), -1, dtype=np.int32)
   cls_id, sep_id = tokenizer.cls_id, tokenizer.sep_id
+  contexts = _document_contexts(examples, pieces, length - 2) if document_context else None
   truncated_words = 0
   for row, example in enumerate(examples):
     if example.tags is not None:
@@ -265,7 +287,9 @@ def tagging_features(
           example.source, example.line, None, f"tag {unknown[0]!r} is not in the tag set {list(label_to_id)}"
         )
     input_ids[row, 0] = cls_id
-    position = 1
+    before, after = contexts[row] if document_context else ([], [])
+    position = 1 + len(before)
+    input_ids[row, 1:position] = before
     for w, word in enumerate(example.tokens):
       ids = pieces[word]
       if position + len(ids) > length - 1:  # the last position is kept for [SEP]
@@ -276,6 +300,8 @@ def tagging_features(
       if example.tags is not None:
         labels[row, position] = label_to_id[example.tags[w]]
       position += len(ids)
+    input_ids[row, position : position + len(after)] = after
+    position += len(after)
     input_ids[row, position] = sep_id
     attention_mask[row, : position + 1] = 1
   return {
@@ -286,6 +312,53 @@ def tagging_features(
     "word_index": word_index,
     "truncated_words": truncated_words,
   }
+
+
+def _document_contexts(
+  examples: Sequence[TaggedExample], pieces: Mapping[str, list[int]], room: int
+) -> list[tuple[list[int], list[int]]]:
+  """(pieces before, pieces after) each example's sentence, from the other sentences of its document in order:
+  whole words nearest first, half the room left by the sentence before it and the rest after it; a side that
+  runs out of document gives its room to the other."""
+  documents: dict[tuple[str, int | None], list[int]] = {}
+  for i, example in enumerate(examples):
+    documents.setdefault((example.source, example.document), []).append(i)
+  contexts: list[tuple[list[int], list[int]]] = [([], [])] * len(examples)
+  for members in documents.values():
+    words = [[pieces[w] for w in examples[i].tokens] for i in members]
+    for k, i in enumerate(members):
+      free = room - sum(len(p) for p in words[k])
+      left = [p for sentence in reversed(words[:k]) for p in reversed(sentence)]  # nearest word first
+      right = [p for sentence in words[k + 1 :] for p in sentence]
+      left_room = max(free // 2, free - sum(len(p) for p in right))
+      before = _take_words(left, left_room)
+      after = _take_words(right, free - sum(len(p) for p in before))
+      contexts[i] = ([t for p in reversed(before) for t in p], [t for p in after for t in p])
+  return contexts
+
+
+def _take_words(words: list[list[int]], room: int) -> list[list[int]]:
+  """The leading words of `words` whose pieces fit in `room` (a word goes in whole or not at all)."""
+  taken, used = [], 0
+  for word in words:
+    if used + len(word) > room:
+      break
+    taken.append(word)
+    used += len(word)
+  return taken
+
+
+def check_documents(
+  examples: Sequence[TaggedExample], source: str, field: str = "config.data.document_context"
+):
+  """Document context needs document boundaries: every example of `source` must carry one."""
+  if any(e.document is None for e in examples):
+    raise TaskDataError(
+      f"{field}=True but {source} marks no documents (CoNLL files mark them with -DOCSTART- lines; TFDS's "
+      "conll2003 drops them and reorders sentences): give the original CoNLL-2003 files "
+      "(--config.data.tfds_name= --config.data.train=eng.train --config.data.validation=eng.testa,eng.testb "
+      f"--config.data.format=conll) or set {field}=False (each sentence alone)"
+    )
 
 
 def decode_tags(

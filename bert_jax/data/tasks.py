@@ -39,6 +39,7 @@ from bert_jax.data.multiple_choice import (
   swag_examples,
 )
 from bert_jax.data.tagging import (
+  check_documents,
   IGNORE,
   SCHEMES,
   TaggedExample,
@@ -77,6 +78,7 @@ __all__ = [
   "TaggedExample",
   "TaskDataError",
   "TextExample",
+  "check_documents",
   "check_tfds_splits",
   "choice_examples",
   "choice_features",

@@ -50,6 +50,9 @@ def main(argv):
   try:  # before anything is written: a gs:// workdir would become a local folder "gs:" on each host
     files.require_local(_WORKDIR.value, "--workdir")
     files.check_config_paths(_CONFIG.value)
+    from bert_jax import optim
+
+    optim.check_config(_CONFIG.value)
   except ValueError as e:
     raise app.UsageError(str(e)) from None
   if _COMPILE_ONLY.value:

@@ -128,6 +128,21 @@ def scale_by_layer_decay(decay: float, num_layers: int) -> optax.GradientTransfo
   return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
 
+def check_config(config, prefix: str = "config") -> None:
+  """Every optimizer block of a (nested: the demo's stages) config names a known optimizer and schedule; called
+  at start-up, before data is read or a model built."""
+  for key, value in config.items():
+    if not hasattr(value, "items"):
+      continue
+    if key == "optimizer":
+      if value.get("name") not in OPTIMIZERS:
+        raise ValueError(f"{prefix}.optimizer.name={value.get('name')!r}; choices: {list(OPTIMIZERS)}")
+      if value.get("schedule") not in SCHEDULES:
+        raise ValueError(f"{prefix}.optimizer.schedule={value.get('schedule')!r}; choices: {list(SCHEDULES)}")
+    else:
+      check_config(value, f"{prefix}.{key}")
+
+
 def make_optimizer(
   config, total_steps: int | None = None, num_layers: int | None = None
 ) -> optax.GradientTransformation:

@@ -153,3 +153,33 @@ def test_unknown_optimizer_or_schedule_names_the_field_and_the_choices(field, va
     optim.make_optimizer(cfg, total_steps=10)
   for word in words:
     assert word in str(err.value)
+
+
+def test_the_runner_refuses_an_unknown_schedule_before_writing(tmp_path):
+  """Checked at start-up (bert_jax.main), nested stage configs included, before a workdir exists."""
+  import os
+  import subprocess
+  import sys
+
+  from configs import demo
+
+  optim.check_config(demo.get_config())  # the demo's two stages: adamw/linear, known
+  workdir = tmp_path / "run"
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  result = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "bert_jax.main",
+      "--config=configs/demo.py",
+      f"--workdir={workdir}",
+      "--config.finetune.optimizer.schedule=cosine",
+    ],
+    capture_output=True,
+    text=True,
+    cwd=root,
+    timeout=300,
+  )
+  assert result.returncode != 0
+  assert "config.finetune.optimizer.schedule='cosine'; choices: ['bert', 'linear']" in result.stderr
+  assert not workdir.exists()

@@ -2,8 +2,8 @@
 
 `jax.random.bernoulli` draws its bits with threefry: on CPU (and GPU without a fused kernel) that is a
 separate loop of 20 mixing rounds over every element, about 8% of a BERT training step on this
-project's CPU (BENCHMARKS.md). Here each call mixes the two 32-bit words of its Flax rng (already a
-threefry output: make_rng folds the module path in) into k0, k1, and element i keeps its value when
+project's CPU (experiments/benchmarks/HISTORY.md). Here each call mixes the two 32-bit words of its Flax rng
+(already a threefry output: make_rng folds the module path in) into k0, k1, and element i keeps its value when
 
     fmix32(fmix32(inner_i ^ k0) ^ (outer_i + k1)) < keep_prob * 2^32
 

@@ -94,9 +94,9 @@ def _heads_first(q, key, value, tokens, segments_q, bias, window, q_index):
   # The mask as an additive bias, 0 or float32's lowest, made at the mask's own (small) shape: a select
   # of the (q, k) scores keeps XLA's CPU backend from fusing the two products and the softmax into one
   # kernel, which the bias allows (3.5x faster attention at MiniLM's shape,
-  # experiments/benchmarks/HISTORY.md). A masked score rounds to the bias exactly (|score| is far below the
-  # bias's ulp, 2^103), so a query with no visible key (padding of a packed row) sees all-equal scores: uniform,
-  # as softmax.
+  # experiments/benchmarks/HISTORY.md). A masked score rounds to the bias exactly (|score| is far below
+  # the bias's ulp, 2^103), so a query with no visible key (padding of a packed row) sees all-equal
+  # scores: uniform, as softmax.
   mask = visible(tokens.valid, segments_q, tokens.segments, q_index, k_index, window)[:, None]
   scores = scores + jnp.where(mask, 0.0, jnp.finfo(jnp.float32).min).astype(jnp.float32)
   weights = jnp.exp(scores - jax.lax.stop_gradient(scores.max(axis=-1, keepdims=True)))
@@ -113,9 +113,9 @@ def _query_blocks(q, key, value, tokens, bias, window):
   blocks of 128 rows). Separate processes, glibc's defaults (what `import bert_jax` leaves): BERT-base forward
   2 x 512 and 8 x 384 1.15-1.27x faster, MiniLM 8 x 512 1.6x; with freed memory kept (`hostmem`, the runner)
   0.91-1.13x (experiments/benchmarks/HISTORY.md). Memory grows linearly with the length instead of
-  quadratically: XLA's CPU backend ran the unblocked attention as one library kernel holding every head's whole
-  score matrix (one 4-head layer at 8,192 tokens: 2,098 MiB resident, 99 MiB blocked). The threshold: isolated attention at
-  256 tokens ran 0.7x in blocks (one process, glibc's defaults; not measured in separate processes).
+  quadratically: XLA's CPU backend ran the unblocked attention as one library kernel holding every head's
+  whole score matrix (one 4-head layer at 8,192 tokens: 2,098 MiB resident, 99 MiB blocked). The threshold:
+  isolated attention at 256 tokens ran 0.7x in blocks (one process, glibc's defaults; not measured in separate processes).
   Queries (b, length, h, d) are padded to whole blocks (padded rows dropped); returns (b, length, h, d)."""
   batch, length, heads, depth = q.shape
   blocks = -(-length // _QUERY_BLOCK)

@@ -115,7 +115,8 @@ def _query_blocks(q, key, value, tokens, bias, window):
   0.91-1.13x (experiments/benchmarks/HISTORY.md). Memory grows linearly with the length instead of
   quadratically: XLA's CPU backend ran the unblocked attention as one library kernel holding every head's
   whole score matrix (one 4-head layer at 8,192 tokens: 2,098 MiB resident, 99 MiB blocked). The threshold:
-  isolated attention at 256 tokens ran 0.7x in blocks (one process, glibc's defaults; not measured in separate processes).
+  isolated attention at 256 tokens ran 0.7x in blocks (one process, glibc's defaults; not measured in separate
+  processes).
   Queries (b, length, h, d) are padded to whole blocks (padded rows dropped); returns (b, length, h, d)."""
   batch, length, heads, depth = q.shape
   blocks = -(-length // _QUERY_BLOCK)

@@ -89,6 +89,23 @@ def _agree_on_best(best: dict | None) -> dict:
   return best if best is not None and best["step"] == step else {"step": step}
 
 
+SELECTIONS = ("best_epoch", "paper")
+
+
+def check_selection(config) -> None:
+  if config.selection not in SELECTIONS:
+    raise ValueError(f"config.selection={config.selection!r}; choices: {list(SELECTIONS)}")
+
+
+def _reported(history: list[dict], config) -> dict | None:
+  """The evaluation a run reports: its best epoch (selection=best_epoch), or the one at the end of training
+  (selection=paper: the BERT paper evaluated the fine-tuned model as it ended)."""
+  if config.selection == "paper":
+    rows = [row for row in history if config.best_metric in row]
+    return rows[-1] if rows else None
+  return _best(history, config.best_metric, config.best_mode)
+
+
 def _best(history: list[dict], metric: str, mode: str) -> dict | None:
   """The best evaluation; on a tie the latest, as Orbax's BestN keeps the latest of equal checkpoints."""
   best = None
@@ -342,7 +359,7 @@ def _stop_preempted(loop: _Loop) -> dict[str, Any]:
 
 def _agreed_best(loop: _Loop) -> dict:
   """The best evaluation, as process 0 saw it, on every process."""
-  best = _best(loop.history, loop.config.best_metric, loop.config.best_mode)
+  best = _reported(loop.history, loop.config)
   if loop.setup.primary and best is None:
     raise TrainingError(
       f"no evaluation reported {loop.config.best_metric!r}; metrics seen: {sorted(loop.last_eval)}"
@@ -396,6 +413,7 @@ def _finish(loop: _Loop) -> dict[str, Any]:
     "preempted": False,
     "step": loop.step,
     "best_step": best["step"],
+    "selection": loop.config.selection,
     "best": {k[len("eval/") :]: v for k, v in best.items() if k.startswith("eval/")},
     "final": loop.last_eval,
     "train_seconds": loop.train_seconds,
@@ -451,7 +469,8 @@ def run_one(config, workdir: str, learning_rate: float, seed: int, shared: Share
 
 
 def summarize(results: list[dict]) -> dict[str, dict[str, dict[str, float]]]:
-  """{learning rate: {metric: {mean, std, n}}} over seeds, from each run's best evaluation."""
+  """{learning rate: {metric: {mean, std, n}}} over seeds, from each run's reported evaluation (`best`: its best
+  epoch, or its last with selection=paper)."""
   by_lr: dict[str, list[dict]] = {}
   for r in results:
     by_lr.setdefault(f"{r['learning_rate']:g}", []).append(r["best"])
@@ -470,12 +489,32 @@ def summarize(results: list[dict]) -> dict[str, dict[str, dict[str, float]]]:
   return summary
 
 
-def summary_markdown(task: str, summary: dict, metric: str) -> str:
+def choose_run(results: list[dict], metric: str, mode: str) -> dict:
+  """The paper's pick: the run (learning rate and restart) whose reported dev score is best; on a tie the
+  first in grid order."""
+  key = metric.removeprefix("eval/")
+  sign = 1.0 if mode == "max" else -1.0
+  chosen = max(results, key=lambda r: (sign * r["best"][key], -results.index(r)))
+  return {"learning_rate": chosen["learning_rate"], "seed": chosen["seed"], "metrics": chosen["best"]}
+
+
+_PROTOCOLS = {
+  "best_epoch": "mean ± std over seeds of each run's best epoch",
+  "paper": "the BERT paper's protocol: each run evaluated at the end of training; the best learning rate and "
+  "restart on dev is the result (mean ± std over seeds shown beside it)",
+}
+
+
+def summary_markdown(
+  task: str, summary: dict, metric: str, selection: str = "best_epoch", chosen=None
+) -> str:
   names = sorted({n for per_lr in summary.values() for n in per_lr})
   key = metric.removeprefix("eval/")
   names = [key] + [n for n in names if n != key and "/" not in n and not n.endswith("_total")]
   lines = [
-    f"# {task}: mean ± std over seeds (best epoch of each run)",
+    f"# {task}: {'final epoch' if selection == 'paper' else 'best epoch'} of each run, mean ± std over seeds",
+    "",
+    f"Selection: `{selection}`, {_PROTOCOLS[selection]}.",
     "",
     "| learning rate | seeds | " + " | ".join(names) + " |",
     "|---|---|" + "---|" * len(names),
@@ -484,6 +523,12 @@ def summary_markdown(task: str, summary: dict, metric: str) -> str:
     n = max(v["n"] for v in per.values())
     cells = [f"{per[m]['mean']:.4f} ± {per[m]['std']:.4f}" if m in per else "" for m in names]
     lines.append(f"| {lr} | {n} | " + " | ".join(cells) + " |")
+  if chosen is not None:
+    values = ", ".join(f"{m} {chosen['metrics'][m]:.4f}" for m in names if m in chosen["metrics"])
+    lines += [
+      "",
+      f"Chosen on dev: learning rate {chosen['learning_rate']:g}, seed {chosen['seed']}: {values}.",
+    ]
   return "\n".join(lines) + "\n"
 
 
@@ -492,6 +537,7 @@ def finetune_and_evaluate(config, workdir: str) -> dict[str, Any]:
     config.optimizer.learning_rate
   ]
   seeds = [int(v) for v in finetune_data.split_list(config.seeds)] or [config.seed]
+  check_selection(config)
   init_from, loaded = load_encoder(config)
   data = finetune_data.load_task_data(config, loaded.tokenizer)
   shared = Shared(init_from, loaded.config, jax.device_get(loaded.params["bert"]), loaded.tokenizer, data)
@@ -512,9 +558,11 @@ def finetune_and_evaluate(config, workdir: str) -> dict[str, Any]:
         return result
       results.append(dict(result, learning_rate=lr, seed=seed))
   summary = summarize(results)
+  chosen = choose_run(results, config.best_metric, config.best_mode) if config.selection == "paper" else None
+  out = {"runs": results, "summary": summary, "selection": config.selection, "chosen": chosen}
   if distributed.is_primary():
-    files.write_json(os.path.join(workdir, "summary.json"), {"runs": results, "summary": summary})
-    table = summary_markdown(config.task, summary, config.best_metric)
+    files.write_json(os.path.join(workdir, "summary.json"), out)
+    table = summary_markdown(config.task, summary, config.best_metric, config.selection, chosen)
     files.write_text(os.path.join(workdir, "summary.md"), table)
     print(table, flush=True)
-  return {"preempted": False, "runs": results, "summary": summary}
+  return {"preempted": False, **out}

@@ -232,6 +232,10 @@ def get_config(arg=None):
   config.keep_checkpoints = 1
   config.best_metric = task.get("best", "eval/accuracy")
   config.best_mode = "max"
+  # What a run reports and a grid summarizes: best_epoch (each run's best evaluation, mean ± std over seeds) or
+  # paper (each run at the end of training; the best learning rate and restart on dev is the result, as the
+  # BERT paper chose; its BERT-large rows took the best of several restarts: seeds).
+  config.selection = "best_epoch"
 
   if arg.runlocal:
     config.data.max_train_examples = 256

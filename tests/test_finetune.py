@@ -141,6 +141,37 @@ def test_seed_grid_reports_mean_and_std(tiny_setup, tmp_path):
     assert (tmp_path / f"lr0.003_seed{seed}" / "export" / "bert_jax_config.json").exists()
 
 
+def test_paper_selection_with_berts_optimizer(tiny_setup, tmp_path):
+  """selection=paper: each run reports its final evaluation and the grid's result is the best run on dev; the
+  runner trains with optimizer.name=bert_adamw and schedule=bert."""
+  config = _config(
+    *tiny_setup,
+    epochs=2,
+    learning_rates="3e-3,1e-3",
+    selection="paper",
+    **{"optimizer.name": "bert_adamw", "optimizer.schedule": "bert"},
+  )
+  result = finetune.finetune_and_evaluate(config, str(tmp_path))
+  assert result["selection"] == "paper" and len(result["runs"]) == 2
+  for run in result["runs"]:
+    rows = summaries.read_metrics(
+      os.path.join(tmp_path, f"lr{run['learning_rate']:g}_seed0", "metrics.jsonl")
+    )
+    final = [r for r in rows if "eval/accuracy" in r][-1]
+    assert run["best"]["accuracy"] == final["eval/accuracy"] and run["best_step"] == final["step"] == 20
+  best = max(result["runs"], key=lambda r: r["best"]["accuracy"])
+  assert (result["chosen"]["learning_rate"], result["chosen"]["seed"]) == (best["learning_rate"], 0)
+  table = (tmp_path / "summary.md").read_text()
+  assert (
+    "Selection: `paper`" in table
+    and f"Chosen on dev: learning rate {best['learning_rate']:g}, seed 0" in table
+  )
+  assert json.loads((tmp_path / "summary.json").read_text())["selection"] == "paper"
+  config.selection = "last"
+  with pytest.raises(ValueError, match=r"config.selection='last'; choices: \['best_epoch', 'paper'\]"):
+    finetune.finetune_and_evaluate(config, str(tmp_path / "bad"))
+
+
 def test_finetune_errors_name_the_problem(tiny_setup, tmp_path):
   model_dir, train, valid = tiny_setup
   with pytest.raises(ValueError, match="config.init_from is empty"):

@@ -23,19 +23,7 @@ import transformers  # noqa: E402
 from transformers import FlaxBertForMaskedLM, FlaxBertModel  # noqa: E402
 
 import jax_common  # noqa: E402
-
-
-def hf_config(case) -> transformers.BertConfig:
-  s = case["sizes"]
-  return transformers.BertConfig(
-    vocab_size=case["vocab_size"],
-    hidden_size=s["hidden_size"],
-    num_hidden_layers=s["num_layers"],
-    num_attention_heads=s["num_heads"],
-    intermediate_size=s["mlp_dim"],
-    max_position_embeddings=case["max_positions"],
-    hidden_act="gelu",
-  )
+from hf_common import hf_config  # noqa: E402
 
 
 def decay_mask(params):

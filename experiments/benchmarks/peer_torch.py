@@ -19,6 +19,7 @@ CHANNEL = worker_io.protocol_channel()  # before any library can print to stdout
 
 import torch  # noqa: E402
 import transformers  # noqa: E402
+from hf_common import hf_config  # noqa: E402
 
 PEER = sys.argv[1] if len(sys.argv) > 1 else "torch_eager"
 if PEER not in ("torch_eager", "torch_compile"):
@@ -30,19 +31,6 @@ if COMPILE:
   torch._dynamo.config.cache_size_limit = 256
   if hasattr(torch._dynamo.config, "recompile_limit"):
     torch._dynamo.config.recompile_limit = 256
-
-
-def hf_config(case) -> transformers.BertConfig:
-  s = case["sizes"]
-  return transformers.BertConfig(
-    vocab_size=case["vocab_size"],
-    hidden_size=s["hidden_size"],
-    num_hidden_layers=s["num_layers"],
-    num_attention_heads=s["num_heads"],
-    intermediate_size=s["mlp_dim"],
-    max_position_embeddings=case["max_positions"],
-    hidden_act="gelu",
-  )
 
 
 def tensors(inputs, keys):

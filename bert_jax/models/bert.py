@@ -88,6 +88,21 @@ def pool(config: BertConfig, hidden: Array, attention_mask: Array, pooler: nn.Mo
   return _pool_tokens(config.pooling, hidden, attention_mask.astype(bool)[:, None, :])[:, 0]
 
 
+def default_inputs(
+  input_ids: Array, attention_mask: Array | None, token_type_ids: Array | None, position_ids: Array | None
+) -> tuple[Array, Array, Array]:
+  """The inputs a caller may leave out, filled as BERT fills them: every token visible, every token in
+  segment A, positions 0..L-1 in every row."""
+  batch, length = input_ids.shape
+  if attention_mask is None:
+    attention_mask = jnp.ones_like(input_ids)
+  if token_type_ids is None:
+    token_type_ids = jnp.zeros_like(input_ids)
+  if position_ids is None:
+    position_ids = jnp.broadcast_to(jnp.arange(length), (batch, length))
+  return attention_mask, token_type_ids, position_ids
+
+
 def gather_positions(hidden: Array, positions: Array) -> Array:
   """(B, L, H), (B, P) -> (B, P, H): the hidden states at P positions of each row (BERT's MLM logits at
   the masked positions; the [CLS] of each packed example)."""
@@ -179,18 +194,15 @@ class BertModel(nn.Module):
     deterministic=True,
   ) -> Array:
     c = self.config
-    batch, length = input_ids.shape
+    length = input_ids.shape[1]
     # Relative positions (rope, alibi, t5) and none have no table: any length runs.
     if c.position_encoding in ("learned", "sinusoidal") and length > c.max_position_embeddings:
       raise ValueError(
         f"sequence length {length} exceeds max_position_embeddings={c.max_position_embeddings}"
       )
-    if attention_mask is None:
-      attention_mask = jnp.ones_like(input_ids)
-    if token_type_ids is None:
-      token_type_ids = jnp.zeros_like(input_ids)
-    if position_ids is None:
-      position_ids = jnp.broadcast_to(jnp.arange(length), (batch, length))
+    attention_mask, token_type_ids, position_ids = default_inputs(
+      input_ids, attention_mask, token_type_ids, position_ids
+    )
     x = self.embeddings(input_ids, token_type_ids, position_ids, deterministic)
     x = self.encoder(x, attention_lib.tokens(attention_mask, segment_ids, position_ids), deterministic)
     return constrain(x, ("batch", "length", "embed"))

@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from bert_jax.models import attention as attention_lib
-from bert_jax.models.bert import BertEncoder, BertModel, gather_positions
+from bert_jax.models.bert import BertEncoder, BertModel, default_inputs, gather_positions
 from bert_jax.models.config import BertConfig
 from bert_jax.models.heads import MlmHead
 from bert_jax.models.layers import activation, constrain, dense
@@ -152,12 +152,9 @@ class ElectraForPretraining(nn.Module):
         f"sequence length {length} exceeds max_position_embeddings="
         f"{self.discriminator_config.max_position_embeddings}"
       )
-    if attention_mask is None:
-      attention_mask = jnp.ones_like(input_ids)
-    if token_type_ids is None:
-      token_type_ids = jnp.zeros_like(input_ids)
-    if position_ids is None:
-      position_ids = jnp.broadcast_to(jnp.arange(length), (batch, length))
+    attention_mask, token_type_ids, position_ids = default_inputs(
+      input_ids, attention_mask, token_type_ids, position_ids
+    )
     if masked_positions is None:
       masked_positions = jnp.broadcast_to(jnp.arange(length), (batch, length))
     masked_positions = masked_positions.astype(jnp.int32)

@@ -58,14 +58,19 @@ def _interpreting(interpret: bool):
   return pltpu.force_tpu_interpret_mode() if interpret else contextlib.nullcontext()
 
 
-def _needs_tpu(kernel: str, what: str, interpret: bool) -> bool:
+def _needs_xla(kernel: str, what: str, interpret: bool, deterministic: bool, dropout_rate: float) -> bool:
+  """Whether `kernel` hands the call to `xla`: off TPU (unless interpreting), or with attention dropout,
+  which neither Pallas kernel has. Logs the reason."""
   platform = base.target_platform()
-  if interpret or platform == "tpu":
-    return False
-  base._fallback(
-    kernel, "xla", f"{what} needs a TPU; compiling for {platform} (the platform of the mesh's devices)"
-  )
-  return True
+  if not (interpret or platform == "tpu"):
+    base._fallback(
+      kernel, "xla", f"{what} needs a TPU; compiling for {platform} (the platform of the mesh's devices)"
+    )
+    return True
+  if not deterministic and dropout_rate > 0.0:
+    base._fallback(kernel, "xla", f"{what} has no attention dropout")
+    return True
+  return False
 
 
 # --- running per device ---------------------------------------------------------------------------
@@ -151,10 +156,7 @@ def pallas_attention(
   kernel's) does not apply: the kernel's blocks are 128 tokens."""
   arguments = dict(bias=bias, window=window, block_size=block_size)
   dropout = dict(dropout_rate=dropout_rate, dropout_rng=dropout_rng, deterministic=deterministic)
-  if _needs_tpu("pallas", "the Pallas flash kernel", interpret):
-    return base.xla_attention(query, key, value, tokens, **arguments, **dropout)
-  if not deterministic and dropout_rate > 0.0:
-    base._fallback("pallas", "xla", "the Pallas flash kernel has no attention dropout")
+  if _needs_xla("pallas", "the Pallas flash kernel", interpret, deterministic, dropout_rate):
     return base.xla_attention(query, key, value, tokens, **arguments, **dropout)
   if window is not None:
     base._fallback("pallas", "chunked", "the Pallas flash kernel has no sliding window (splash has)")
@@ -221,10 +223,7 @@ def splash_attention(
   backward, in Pallas' interpreter on any platform. `block_size` does not apply (see `_splash_block`)."""
   arguments = dict(bias=bias, window=window, block_size=block_size)
   dropout = dict(dropout_rate=dropout_rate, dropout_rng=dropout_rng, deterministic=deterministic)
-  if _needs_tpu("splash", "splash attention", interpret):
-    return base.xla_attention(query, key, value, tokens, **arguments, **dropout)
-  if not deterministic and dropout_rate > 0.0:
-    base._fallback("splash", "xla", "splash attention has no attention dropout")
+  if _needs_xla("splash", "splash attention", interpret, deterministic, dropout_rate):
     return base.xla_attention(query, key, value, tokens, **arguments, **dropout)
   if bias is not None:
     if window is None:

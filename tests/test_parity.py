@@ -57,6 +57,12 @@ def run_ours(config, params, batch):
   return {k: np.asarray(v, np.float32) for k, v in out.items()}
 
 
+def assert_close_to_reference(ours, ref, attention_mask):
+  """The hidden states at real tokens and the pooled output within TOL of transformers'."""
+  assert helpers.max_abs_diff_real(ours["last_hidden_state"], ref["last_hidden_state"], attention_mask) <= TOL
+  assert np.abs(ours["pooler_output"] - ref["pooler_output"]).max() <= TOL
+
+
 @pytest.mark.parametrize("scan", [False, True], ids=["layers", "scan"])
 def test_minilm_matches_transformers(minilm_dir, reference, hf_tokenizer, sentences, scan):
   bert = bert_jax.from_pretrained(minilm_dir, scan_layers=scan)
@@ -65,11 +71,7 @@ def test_minilm_matches_transformers(minilm_dir, reference, hf_tokenizer, senten
   assert batch["input_ids"].shape[1] > 300  # the long paragraph is in the batch
   ref = run_reference(reference, batch)
   ours = run_ours(bert.config, bert.params["bert"], batch)
-  assert (
-    helpers.max_abs_diff_real(ours["last_hidden_state"], ref["last_hidden_state"], batch["attention_mask"])
-    <= TOL
-  )
-  assert np.abs(ours["pooler_output"] - ref["pooler_output"]).max() <= TOL
+  assert_close_to_reference(ours, ref, batch["attention_mask"])
 
 
 def test_sentence_pairs_match_transformers(minilm_dir, reference, hf_tokenizer, sentences):
@@ -78,11 +80,7 @@ def test_sentence_pairs_match_transformers(minilm_dir, reference, hf_tokenizer, 
   assert batch["token_type_ids"].max() == 1
   ref = run_reference(reference, batch)
   ours = run_ours(bert.config, bert.params["bert"], batch)
-  assert (
-    helpers.max_abs_diff_real(ours["last_hidden_state"], ref["last_hidden_state"], batch["attention_mask"])
-    <= TOL
-  )
-  assert np.abs(ours["pooler_output"] - ref["pooler_output"]).max() <= TOL
+  assert_close_to_reference(ours, ref, batch["attention_mask"])
 
 
 def test_encode_end_to_end(minilm_dir, reference, hf_tokenizer, sentences):
@@ -92,11 +90,7 @@ def test_encode_end_to_end(minilm_dir, reference, hf_tokenizer, sentences):
   batch = dict(hf_tokenizer(sentences[:5], padding=True, return_tensors="np"))
   np.testing.assert_array_equal(out["attention_mask"], batch["attention_mask"])
   ref = run_reference(reference, batch)
-  assert (
-    helpers.max_abs_diff_real(out["last_hidden_state"], ref["last_hidden_state"], batch["attention_mask"])
-    <= TOL
-  )
-  assert np.abs(out["pooler_output"] - ref["pooler_output"]).max() <= TOL
+  assert_close_to_reference(out, ref, batch["attention_mask"])
   pair = bert.encode("Call me Ishmael.", "Some years ago.")
   assert pair["last_hidden_state"].shape[0] == 1 and pair["pooler_output"].shape == (1, 384)
 

@@ -29,6 +29,7 @@ import numpy as np
 from bert_jax.data.squad_answers import Prediction, postprocess
 from bert_jax.data.squad_examples import MAX_MESSAGES, QAExample
 from bert_jax.data.squad_features import QAFeatures, doc_windows, make_features
+from bert_jax.data.tfds_source import open_data_source
 
 logger = logging.getLogger(__name__)
 
@@ -283,18 +284,9 @@ def read_squad_tfds(name: str, split: str, data_dir: str | os.PathLike | None = 
   The dataset must be in `data_dir` in array_record format (`tfds.data_source` reads no other
   format; nothing is downloaded). Answers are checked as read_squad checks them.
   """
-  import tensorflow_datasets as tfds  # heavy; only TFDS sources pay for it
-
   source_name = f"TFDS {name}[{split}]"
   data_dir = None if data_dir is None else os.fspath(data_dir)
-  try:
-    source = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
-  except Exception as e:  # TFDS raises several types; all mean the same to the user
-    reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
-    raise FileNotFoundError(
-      f"cannot open TFDS dataset {name!r} split {split!r} in data_dir={data_dir!r}: {reason} "
-      "Prepare it first in array_record format (tfds.data_source reads no other format)"
-    ) from e
+  source = open_data_source(name, split, data_dir)
   report, examples = ReadReport(), []
   for i in range(len(source)):
     ex = example_from_record(source[i])

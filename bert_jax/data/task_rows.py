@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from bert_jax.data.tfds_source import open_data_source
+
 FORMATS = ("csv", "tsv", "jsonl", "json")
 MISSING_LABEL = -1  # what TFDS writes for the labels of test splits
 TFDS_PREFIX = "tfds:"
@@ -200,19 +202,8 @@ def tfds_rows(name: str, split: str, data_dir: str | os.PathLike | None = None) 
   The dataset must be in data_dir in array_record format (nothing is downloaded). A row's line is
   its record index + 1, so rows from files and from TFDS look alike.
   """
-  import tensorflow_datasets as tfds  # heavy; only TFDS sources pay for it
-
   source = f"{TFDS_PREFIX}{name}/{split}"
-  data_dir = None if data_dir is None else os.fspath(data_dir)
-  try:
-    records = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
-  except Exception as e:  # TFDS raises several types; all mean the same to the user
-    reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
-    raise FileNotFoundError(
-      f"cannot open TFDS dataset {name!r} split {split!r} in data_dir={data_dir!r}: {reason} "
-      "Prepare it first in array_record format (tfds.data_source reads no other format, and nothing "
-      "is downloaded here)"
-    ) from e
+  records = open_data_source(name, split, data_dir)
   rows = [(i + 1, decode_tfds_record(records[i], source, i)) for i in range(len(records))]
   if not rows:
     raise TaskDataError(f"{source} holds no records")

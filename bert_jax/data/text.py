@@ -28,6 +28,8 @@ import re
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
+from bert_jax.data.tfds_source import open_data_source
+
 FORMATS = ("bert", "paragraphs", "lines", "document")
 TFDS_PREFIX = "tfds:"
 
@@ -252,19 +254,7 @@ class TfdsTextSource:
   @property
   def source(self):
     if self._source is None:
-      import tensorflow_datasets as tfds  # heavy; only TFDS sources pay for it
-
-      try:
-        self._source = tfds.data_source(self.name, split=self.split, data_dir=self.data_dir, download=False)
-      except Exception as e:  # TFDS raises several types; all mean the same to the user
-        # TFDS's first line says what is missing; the rest lists every dataset it knows.
-        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise FileNotFoundError(
-          f"cannot open TFDS dataset {self.name!r} split {self.split!r} in data_dir={self.data_dir!r}: "
-          f"{reason} "
-          "Prepare it first in array_record format (tfds.data_source reads no other format, and "
-          "nothing is downloaded here)"
-        ) from e
+      self._source = open_data_source(self.name, self.split, self.data_dir)
     return self._source
 
   def documents(self) -> Iterator[list[str]]:

@@ -27,6 +27,23 @@ def write_vocab(directory: str, size: int) -> list[str]:
   return tokens
 
 
+def sample_documents(tok, drop_ids, lines_per_doc: int = 5) -> list[list[list[int]]]:
+  """The lines of tests/data's sample texts as sentences of token ids (the ids in `drop_ids` left out); a blank
+  line or every `lines_per_doc` lines ends a document."""
+  docs, doc = [], []
+  for name in ("sample_text.txt", "parity_sentences.txt"):
+    with open(os.path.join(os.path.dirname(__file__), "data", name), encoding="utf-8") as f:
+      for line in f.read().split("\n") + [""]:
+        # The text spells "[MASK]" and "[CLS]" once; as text they are not ours to keep.
+        ids = [i for i in tok.convert_tokens_to_ids(tok.tokenize(line)) if i not in drop_ids]
+        if ids:
+          doc.append(ids)
+        if doc and (not ids or len(doc) == lines_per_doc):
+          docs.append(doc)
+          doc = []
+  return docs
+
+
 def tiny_hf_config(**overrides):
   import transformers
 

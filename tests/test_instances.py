@@ -10,6 +10,7 @@ import pytest
 
 from bert_jax.data import instances as inst
 from bert_jax.tokenization import Tokenizer
+from tests import helpers
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 PAD, CLS, SEP, MASK = 0, 101, 102, 103  # the MiniLM (uncased BERT) vocab's ids, checked in the fixture
@@ -23,25 +24,10 @@ def tokenizer(minilm_dir) -> Tokenizer:
   return tok
 
 
-def real_documents(tok: Tokenizer, lines_per_doc: int = 5) -> list[list[list[int]]]:
-  """Lines of the sample texts as sentences; a blank line or every `lines_per_doc` lines ends a document."""
-  docs, doc = [], []
-  for name in ("sample_text.txt", "parity_sentences.txt"):
-    with open(os.path.join(DATA, name), encoding="utf-8") as f:
-      for line in f.read().split("\n") + [""]:
-        # The text spells "[MASK]" and "[CLS]" once; as text they are not ours to keep.
-        ids = [i for i in tok.convert_tokens_to_ids(tok.tokenize(line)) if i not in SPECIALS]
-        if ids:
-          doc.append(ids)
-        if doc and (not ids or len(doc) == lines_per_doc):
-          docs.append(doc)
-          doc = []
-  return docs
-
-
 @pytest.fixture(scope="module")
 def docs(tokenizer):
-  return real_documents(tokenizer)
+  """Lines of the sample texts as sentences; a blank line or every 5 lines ends a document."""
+  return helpers.sample_documents(tokenizer, SPECIALS)
 
 
 def flat(doc) -> np.ndarray:

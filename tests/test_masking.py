@@ -12,8 +12,8 @@ from bert_jax.data import instances as inst
 from bert_jax.data import masking
 from bert_jax.data.masking import MaskingConfig
 from bert_jax.tokenization import Tokenizer
+from tests import helpers
 
-DATA = os.path.join(os.path.dirname(__file__), "data")
 PAD, CLS, SEP, MASK = 0, 101, 102, 103  # the MiniLM (uncased BERT) vocab's ids, checked in the fixture
 SPECIALS = (PAD, CLS, SEP, MASK)
 MAX_LEN = 128
@@ -37,17 +37,7 @@ def lookups(tokenizer):
 @pytest.fixture(scope="module")
 def instances(tokenizer):
   """NSP instances of up to 128 tokens from the sample texts (lines as sentences, 5 to a document)."""
-  docs, doc = [], []
-  for name in ("sample_text.txt", "parity_sentences.txt"):
-    with open(os.path.join(DATA, name), encoding="utf-8") as f:
-      for line in f.read().split("\n") + [""]:
-        # The text spells "[MASK]" and "[CLS]" once; as text they are not ours to keep.
-        ids = [i for i in tokenizer.convert_tokens_to_ids(tokenizer.tokenize(line)) if i not in SPECIALS]
-        if ids:
-          doc.append(ids)
-        if doc and (not ids or len(doc) == 5):
-          docs.append(doc)
-          doc = []
+  docs = helpers.sample_documents(tokenizer, SPECIALS)
   out = inst.create_all_instances(docs, dupe_factor=8, seed=0, max_seq_length=MAX_LEN, cls_id=CLS, sep_id=SEP)
   assert len(out) > 60
   return out

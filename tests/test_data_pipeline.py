@@ -64,7 +64,7 @@ def built(tmp_path_factory, tokenizer):
   return data_dir, manifest
 
 
-def train_dataset(data_dir, vocab, **overrides):
+def train_dataset(data_dir, vocab, split="train", **overrides):
   kwargs = dict(
     global_batch_size=8,
     seed=3,
@@ -75,7 +75,7 @@ def train_dataset(data_dir, vocab, **overrides):
     process_count=1,
   )
   kwargs.update(overrides)
-  return pipeline.make_dataset(data_dir, "train", **kwargs)
+  return pipeline.make_dataset(data_dir, split, **kwargs)
 
 
 def take(iterator, n):
@@ -495,17 +495,7 @@ def test_pipeline_argument_errors(built, vocab):
   with pytest.raises(ValueError, match="fewer than one batch"):
     train_dataset(data_dir, vocab, global_batch_size=64, rows=32)
   with pytest.raises(ValueError, match="no split 'test'"):
-    pipeline.make_dataset(
-      data_dir,
-      "test",
-      global_batch_size=8,
-      seed=0,
-      masking=MASKING,
-      vocab=vocab,
-      max_seq_length=MAX_LEN,
-      process_index=0,
-      process_count=1,
-    )
+    train_dataset(data_dir, vocab, split="test", seed=0)
 
 
 # -------------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import dataclasses
 import logging
 import os
 import time
+from typing import Any
 
 import jax
 
@@ -134,34 +135,38 @@ def require_shared(path: str, what: str, wait_s: float = 90.0) -> None:
 
 
 def prepare_data(config, workdir: str, tokenizer: Tokenizer, phase: Phase, pair_task: str) -> str:
-  """Builds (once) the array_record instances for a phase's sequence length; returns their folder."""
+  """Builds (once) the array_record instances for a phase's sequence length; returns their folder. Every process
+  builds its share of the chunks on `data.workers` cores (data/build.py); process 0 writes the dataset."""
   data = config.data
   data_dir = os.path.join(data.data_dir or os.path.join(workdir, "data"), f"seq{phase.max_seq_length}")
-  if distributed.is_primary():
-    import tensorflow_datasets as tfds
+  import tensorflow_datasets as tfds
 
-    tfds.disable_progress_bar()  # the runner prints its own progress
-    source = text.open_text_source(
-      data.source,
-      format=data.format or None,
-      split=data.tfds_split,
-      data_dir=data.tfds_data_dir or None,
-      field=data.tfds_field,
-    )
-    records.build_pretraining_data(
-      data_dir,
-      source=source,
-      tokenizer=tokenizer,
-      max_seq_length=phase.max_seq_length,
-      pair_task=pair_task,
-      short_seq_prob=data.short_seq_prob,
-      dupe_factor=data.dupe_factor,
-      packing=data.packing,
-      validation=data.validation,
-      seed=config.seed,
-      on_mismatch=data.on_mismatch,
-    )
-  _barrier(f"data-{phase.index}")
+  tfds.disable_progress_bar()  # the build prints its own progress
+  source = text.open_text_source(
+    data.source,
+    format=data.format or None,
+    split=data.tfds_split,
+    data_dir=data.tfds_data_dir or None,
+    field=data.tfds_field,
+  )
+  records.build_pretraining_data(
+    data_dir,
+    source=source,
+    tokenizer=tokenizer,
+    max_seq_length=phase.max_seq_length,
+    pair_task=pair_task,
+    short_seq_prob=data.short_seq_prob,
+    dupe_factor=data.dupe_factor,
+    packing=data.packing,
+    validation=data.validation,
+    seed=config.seed,
+    on_mismatch=data.on_mismatch,
+    workers=data.workers,
+    process_index=jax.process_index(),
+    process_count=jax.process_count(),
+    barrier=lambda name: _barrier(f"{name}-{phase.index}"),
+    label=f"building phase {phase.index} data (seq {phase.max_seq_length})",
+  )
   require_shared(os.path.join(data_dir, records.MANIFEST), "the pretraining instances")
   return data_dir
 
@@ -177,3 +182,29 @@ def masking_config(config, phase: Phase) -> masking_lib.MaskingConfig:
     span_p=m.span_p,
     span_max=m.span_max,
   )
+
+
+def build_data(config, workdir: str) -> dict[str, Any]:
+  """config.job=build_data: the tokenizer and every phase's instances of a pretraining config, then stop; point a
+  training run at them with --config.data.data_dir (data built on cheap machines before the pod starts)."""
+  from bert_jax import objectives
+
+  workdir = os.path.abspath(workdir)
+  os.makedirs(workdir, exist_ok=True)
+  phases = phases_from_config(config)
+  pair_task = objectives.pair_task(config.objective) or "none"
+  tokenizer = load_or_train_tokenizer(config, workdir)
+  built = {}
+  for phase in phases:
+    data_dir = prepare_data(config, workdir, tokenizer, phase, pair_task)
+    splits = records.read_manifest(data_dir)["splits"]
+    built[f"seq{phase.max_seq_length}"] = {"data_dir": data_dir, "splits": splits}
+    if distributed.is_primary():
+      counts = ", ".join(
+        f"{split} {c['instances']:,} instances ({c['tokens']:,} tokens)" for split, c in splits.items()
+      )
+      print(f"phase {phase.index} (seq {phase.max_seq_length}): {data_dir}: {counts}", flush=True)
+  if distributed.is_primary():
+    data_root = config.data.data_dir or os.path.join(workdir, "data")
+    print(f"data ready; train with --config.data.data_dir={data_root}", flush=True)
+  return built

@@ -15,7 +15,7 @@ import re
 
 from bert_jax import distributed, files
 
-JOBS = ("pretrain", "finetune", "embed", "stages")
+JOBS = ("pretrain", "build_data", "finetune", "embed", "stages")
 
 
 class UnknownJob(ValueError):
@@ -48,6 +48,10 @@ def run_job(config, workdir: str):
     from bert_jax import train
 
     return train.train_and_evaluate(config, workdir)
+  if config.job == "build_data":
+    from bert_jax import pretrain_data
+
+    return pretrain_data.build_data(config, workdir)
   if config.job == "finetune":
     from bert_jax import finetune
 

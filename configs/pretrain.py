@@ -31,7 +31,7 @@ def get_config(arg=None):
     runlocal=False,
   )
   config = ml_collections.ConfigDict()
-  config.job = "pretrain"
+  config.job = "pretrain"  # pretrain | build_data (the instances of every phase, then stop)
   config.seed = 0
   config.objective = arg.objective
   config.electra_generator_divisor = 4  # ELECTRA: the generator is this many times narrower
@@ -52,6 +52,8 @@ def get_config(arg=None):
   config.data.vocab_limit_alphabet = 1000
   config.data.lowercase = True
   config.data.data_dir = ""  # where the array_record instances go; empty: WORKDIR/data
+  # Worker processes that build the instances on each host (0: every core); the records are the same for any.
+  config.data.workers = 0
   config.data.max_seq_length = 128
   config.data.short_seq_prob = 0.1
   config.data.dupe_factor = 10  # static instances per document (BERT); masks: see dynamic_masking

@@ -303,33 +303,63 @@ def test_build_config_errors(tmp_path, tokenizer):
   assert list(tmp_path.iterdir()) == []
 
 
-def test_interrupted_build_leaves_nothing_that_looks_complete(tmp_path, tokenizer, monkeypatch):
-  real = records._instances
+def test_interrupted_build_resumes_and_never_publishes_a_partial_dataset(
+  tmp_path, tokenizer, built, monkeypatch
+):
+  """A crash in the third chunk (the validation split's) leaves no data_dir, only data_dir.partial with the finished chunks; the same command then
+  builds what is missing, reusing those, and its records equal an uninterrupted build's."""
+  from bert_jax.data import build as build_lib
 
-  def failing(*args, **kwargs):
-    for k, instance in enumerate(real(*args, **kwargs)):
-      if k == 20:
-        raise RuntimeError("simulated crash while writing records")
-      yield instance
+  real = build_lib.chunk_instances
+  calls = []
+
+  def failing_at(k):
+    def run(chunk, *args, **kwargs):
+      calls.append((chunk.split, chunk.index))
+      if len(calls) == k:
+        raise RuntimeError("simulated crash while making instances")
+      return real(chunk, *args, **kwargs)
+
+    return run
 
   data_dir = tmp_path / "data"
-  monkeypatch.setattr(records, "_instances", failing)
-  with pytest.raises(RuntimeError, match="simulated crash"):
+  monkeypatch.setattr(build_lib, "chunk_instances", failing_at(3))
+  with pytest.raises(
+    ValueError,
+    match=r"building chunk 0 of the validation split \(4 documents from document #\d+, which begins",
+  ):
     build(data_dir, tokenizer)
-  assert list(tmp_path.iterdir()) == []  # no data_dir, no temporary left behind
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["data.partial"]  # nothing that looks complete
+  assert sorted(p.name for p in (tmp_path / "data.partial" / "shards").iterdir()) == [
+    "train-000000.npz",
+    "train-000001.npz",
+  ]
   with pytest.raises(FileNotFoundError, match="no pretraining data"):
     records.open_split(data_dir, "train")
 
-  # A rebuild that fails keeps the previous good data.
-  monkeypatch.setattr(records, "_instances", real)
-  good = build(data_dir, tokenizer, dupe_factor=1)
-  monkeypatch.setattr(records, "_instances", failing)
-  with pytest.raises(RuntimeError, match="simulated crash"):
-    build(data_dir, tokenizer, dupe_factor=3, on_mismatch="rebuild")
-  assert records.read_manifest(data_dir) == good
+  calls.clear()
+  monkeypatch.setattr(build_lib, "chunk_instances", failing_at(0))
+  resumed = build(data_dir, tokenizer)
+  assert calls == [("validation", 0)]  # the two train chunks are reused, not redone
   assert [p.name for p in tmp_path.iterdir()] == ["data"]
+  reference_dir, reference = built
+  assert resumed["splits"] == reference["splits"]
+  for split in ("train", "validation"):
+    _, got = records.open_split(data_dir, split)
+    _, want = records.open_split(reference_dir, split)
+    assert len(got) == len(want)
+    for i in range(len(want)):
+      np.testing.assert_array_equal(got[i]["tokens"], want[i]["tokens"])
+      assert int(got[i]["pair_label"]) == int(want[i]["pair_label"])
+
+  # A rebuild that fails keeps the previous good data.
+  monkeypatch.setattr(build_lib, "chunk_instances", failing_at(1))
+  calls.clear()
+  with pytest.raises(ValueError, match="simulated crash"):
+    build(data_dir, tokenizer, dupe_factor=3, on_mismatch="rebuild")
+  assert records.read_manifest(data_dir) == resumed
   _, source = records.open_split(data_dir, "train")
-  assert len(source) == good["splits"]["train"]["instances"]
+  assert len(source) == resumed["splits"]["train"]["instances"]
 
 
 # -------------------------------------------------------------------------------------------------

@@ -6,9 +6,10 @@ Layout of a prepared `data_dir` (the folder is ours alone):
     manifest.json                          what was built from what (see `build_config`), and counts
     bert_jax_pretraining_instances/1.0.0/  the TFDS dataset: train and validation splits
 
-A build runs in a sibling folder `data_dir.incomplete-*` and becomes `data_dir` by one rename once the
-data and the manifest are written, so an interrupted build never leaves a folder that looks
-complete. A `data_dir` that exists was built to the end.
+The instances are made chunk by chunk on every core and every host (data/build.py), each finished chunk kept in
+`data_dir.partial/` so an interrupted build resumes; the dataset itself is written in a sibling folder
+`data_dir.incomplete-*` that becomes `data_dir` by one rename once the data and the manifest are written, so an
+interrupted build never leaves a folder that looks complete. A `data_dir` that exists was built to the end.
 
 Validation holds out whole documents (never instances of a training document), chosen by a seeded
 hash of the document's position in the source, so the choice does not depend on the other
@@ -23,6 +24,8 @@ job, per epoch), so record i is always the same instance.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import datetime
 import functools
 import hashlib
@@ -36,20 +39,19 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from bert_jax.data import build as build_lib
 from bert_jax.data import instances as instances_lib
 from bert_jax.files import write_json
 
 logger = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
-FORMAT_VERSION = 1
+# 2: chunks are cut from the documents before tokenization (so that workers can tokenize them).
+FORMAT_VERSION = 2
 DATASET_NAME = "bert_jax_pretraining_instances"
 DATASET_VERSION = "1.0.0"
 SPLITS = ("train", "validation")
 _HOLDOUT_TAG = b"bert_jax.validation"
-_CHUNK_TAG = 0x63686E6B  # "chnk": chunk seeds never coincide with other streams of the same seed
-_SPELLED_SPECIALS = ("[PAD]", "[CLS]", "[SEP]", "[MASK]")
-_TOKENIZE_BATCH = 1000  # sentences per tokenizer call: enough for the engine's threads
 
 
 class TextSource(Protocol):
@@ -167,62 +169,6 @@ def _validation_indices(source: TextSource, validation: float | int, seed: int) 
   return held.__contains__
 
 
-def _tokenized_documents(
-  source: TextSource, tokenizer, keep: Callable[[int], bool], counts: dict[str, int]
-) -> Iterator[list[np.ndarray]]:
-  """Documents (lists of int32 token id arrays) of the source whose index `keep` accepts."""
-  pending: list[list[str]] = []
-  # The tokenizer keeps "[SEP]" etc. whole wherever text spells them (as transformers does). In a
-  # corpus such a token is text, and a stray [SEP] or [CLS] would break the instance layout, so
-  # they become [UNK]. [UNK] itself stays: it is ordinary text to BERT.
-  specials = np.array([i for i, t in enumerate(tokenizer.vocab) if t in _SPELLED_SPECIALS])
-  unk = tokenizer.unk_id
-
-  def flush() -> Iterator[list[np.ndarray]]:
-    flat = [s for doc in pending for s in doc]
-    # The tokenizer's own batch call, without [CLS]/[SEP] (stripped), so text is handled as at
-    # fine-tuning and prediction time.
-    ids = []
-    for start in range(0, len(flat), _TOKENIZE_BATCH):
-      encoded = tokenizer(flat[start : start + _TOKENIZE_BATCH], padding=False, truncation=False)
-      for row in encoded["input_ids"]:
-        row = np.asarray(row[1:-1], dtype=np.int32)
-        row[np.isin(row, specials)] = unk
-        ids.append(row)
-    k = 0
-    for doc in pending:
-      sentences = [s for s in ids[k : k + len(doc)] if len(s)]
-      k += len(doc)
-      if sentences:
-        counts["documents"] += 1
-        counts["sentences"] += len(sentences)
-        yield sentences
-    pending.clear()
-
-  n_sentences = 0
-  for index, doc in enumerate(source.documents()):
-    if keep(index):
-      pending.append(doc)
-      n_sentences += len(doc)
-      if n_sentences >= _TOKENIZE_BATCH:
-        yield from flush()
-        n_sentences = 0
-  yield from flush()
-
-
-def _chunks(documents: Iterator[list[np.ndarray]], size: int) -> Iterator[list[list[np.ndarray]]]:
-  """Chunks of `size` to 2 * size - 1 documents (the tail joins the last chunk, so no chunk is a
-  lone document NSP could not pair); fewer only when the whole split is smaller."""
-  buffer: list[list[np.ndarray]] = []
-  for doc in documents:
-    buffer.append(doc)
-    if len(buffer) == 2 * size:
-      yield buffer[:size]
-      buffer = buffer[size:]
-  if buffer:
-    yield buffer
-
-
 def _instances(
   source: TextSource,
   tokenizer,
@@ -231,30 +177,14 @@ def _instances(
   keep: Callable[[int], bool],
   counts: dict[str, int],
 ) -> Iterator[dict[str, np.ndarray]]:
-  split_id = SPLITS.index(split)
-  documents = _tokenized_documents(source, tokenizer, keep, counts)
-  for c, chunk in enumerate(_chunks(documents, config["chunk_documents"])):
-    if config["packing"]:
-      packed = instances_lib.pack_documents(
-        chunk, max_seq_length=config["max_seq_length"], cls_id=tokenizer.cls_id, sep_id=tokenizer.sep_id
-      )
-      made = packed * config["dupe_factor"]  # packing draws nothing at random: duplicates are equal
-    else:
-      chunk_seed = int(np.random.SeedSequence([_CHUNK_TAG, config["seed"], split_id, c]).generate_state(1)[0])
-      made = instances_lib.create_all_instances(
-        chunk,
-        dupe_factor=config["dupe_factor"],
-        seed=chunk_seed,
-        max_seq_length=config["max_seq_length"],
-        short_seq_prob=config["short_seq_prob"],
-        pair_task=config["pair_task"],
-        cls_id=tokenizer.cls_id,
-        sep_id=tokenizer.sep_id,
-      )
-    for instance in made:
-      counts["instances"] += 1
-      counts["tokens"] += len(instance["tokens"])
-      yield instance
+  """One split's instances in record order, made here chunk after chunk: what a build of any number of workers
+  and hosts stores (`keep`: document index -> in this split)."""
+  held_out = (lambda i: not keep(i)) if split == "train" else keep
+  for chunk in build_lib.plan_chunks(source, held_out, (split,), config["chunk_documents"]):
+    made, chunk_counts = build_lib.chunk_instances(chunk, tokenizer, config)
+    for key, value in chunk_counts.items():
+      counts[key] = counts.get(key, 0) + value
+    yield from made
 
 
 # -------------------------------------------------------------------------------------------------
@@ -375,6 +305,11 @@ def build_pretraining_data(
   seed: int = 0,
   chunk_documents: int = 20_000,
   on_mismatch: str = "error",
+  workers: int = 1,
+  process_index: int = 0,
+  process_count: int = 1,
+  barrier: Callable[[str], None] | None = None,
+  label: str = "building pretraining data",
 ) -> dict[str, Any]:
   """Builds the train/validation instances into data_dir once; later calls reuse them. Returns the manifest.
 
@@ -382,9 +317,11 @@ def build_pretraining_data(
   on_mismatch: what to do when data_dir holds data built from another configuration (another vocab,
   max_seq_length, corpus, ...): "error" (default: a rebuild may take hours, and a typo should not
   start one) or "rebuild".
-
-  Build on one process (e.g. process 0, then a barrier) or before launching; concurrent builders
-  each write their own temporary folder, and all but the first to finish discard theirs.
+  workers: worker processes for the chunks (0: every core; 1: this process alone). The records are the same.
+  process_index / process_count / barrier: a multi-host job calls this on every process, with a barrier that
+  all processes reach (name -> None); each builds its share of the chunks into data_dir.partial (a file system
+  every host shares) and process 0 writes the dataset. Alone, process 0 of 1.
+  Concurrent builds of one data_dir wait for each other (a lock file beside it): one builds, the other reuses.
   """
   if on_mismatch not in ("error", "rebuild"):
     raise ValueError(f"on_mismatch={on_mismatch!r}; expected 'error' or 'rebuild'")
@@ -401,64 +338,167 @@ def build_pretraining_data(
     seed=seed,
     chunk_documents=chunk_documents,
   )
-  existing = read_manifest(data_dir)
-  if existing is not None:
-    diff = config_differences(existing["config"], config)
-    if not diff:
-      logger.info("reusing the pretraining data in %s", data_dir)
-      return existing
-    if on_mismatch == "error":
-      raise ValueError(
-        f"{data_dir!r} holds pretraining data built from another configuration:\n  "
-        + "\n  ".join(diff)
-        + "\nPass on_mismatch='rebuild' (or delete the folder) to rebuild it, or choose another data_dir"
-      )
-    logger.warning("rebuilding %s: its configuration differs (%s)", data_dir, "; ".join(diff))
+  workers = build_lib.resolve_workers(workers)
+  sync = barrier or (lambda name: None)
+  primary = process_index == 0
+  existing = _reusable(data_dir, config, on_mismatch)
+  if existing is not None and existing.get("config") == config:
+    return existing
+  partial = f"{data_dir}.partial"
+  held_out = _validation_indices(source, config["validation"], config["seed"])  # a bad count fails here
+  if primary:
+    os.makedirs(os.path.dirname(data_dir), exist_ok=True)
+  run = _Run(
+    data_dir, partial, source, tokenizer, config, held_out, workers, process_index, process_count, label
+  )
+  try:
+    with build_lib.build_lock(data_dir) if primary else contextlib.nullcontext():
+      _build_locked(run, existing, sync)
+  finally:
+    if primary:  # the lock file has done its work; a waiter holding it open finds the data and reuses it
+      with contextlib.suppress(FileNotFoundError):
+        os.unlink(f"{data_dir}.lock")
+  return read_manifest(data_dir)
 
-  parent = os.path.dirname(data_dir)
-  os.makedirs(parent, exist_ok=True)
-  stale = [n for n in os.listdir(parent) if n.startswith(os.path.basename(data_dir) + ".incomplete-")]
+
+@dataclasses.dataclass
+class _Run:
+  data_dir: str
+  partial: str
+  source: Any
+  tokenizer: Any
+  config: dict[str, Any]
+  held_out: Callable[[int], bool]
+  workers: int
+  process_index: int
+  process_count: int
+  label: str
+
+
+def _build_locked(run: _Run, existing: dict[str, Any] | None, sync: Callable[[str], None]) -> None:
+  """Under the lock (process 0): the shards of every process, then process 0 assembles and publishes."""
+  primary = run.process_index == 0
+  if primary:
+    done = read_manifest(run.data_dir)  # a concurrent build may have published while this one waited
+    if done is not None and not config_differences(done["config"], run.config):
+      existing = done
+    else:
+      build_lib.open_partial(run.partial, run.config)
+  sync("data-partial")
+  if existing is None or existing.get("config") != run.config:
+    planned = _build_shards(run)
+    sync("data-shards")
+    if primary:
+      _assemble_and_publish(run.data_dir, run.partial, run.config, planned, replace=existing is not None)
+  sync("data-published")
+
+
+def _reusable(data_dir: str, config: dict[str, Any], on_mismatch: str) -> dict[str, Any] | None:
+  """The stored manifest (equal config: reuse it); raises on another configuration unless rebuilding."""
+  existing = read_manifest(data_dir)
+  if existing is None:
+    return None
+  diff = config_differences(existing["config"], config)
+  if not diff:
+    logger.info("reusing the pretraining data in %s", data_dir)
+    return existing
+  if on_mismatch == "error":
+    raise ValueError(
+      f"{data_dir!r} holds pretraining data built from another configuration:\n  "
+      + "\n  ".join(diff)
+      + "\nPass on_mismatch='rebuild' (or delete the folder) to rebuild it, or choose another data_dir"
+    )
+  logger.warning("rebuilding %s: its configuration differs (%s)", data_dir, "; ".join(diff))
+  return existing
+
+
+def _build_shards(run: _Run) -> dict[str, int]:
+  """This process's chunks into shard files; returns every split's number of chunks."""
+  source, config, process_index, process_count = run.source, run.config, run.process_index, run.process_count
+  before = build_lib.file_states(source)
+  wanted = SPLITS if config["validation"] else ("train",)
+  total = sum(f["bytes"] for f in config["source"].get("files", [])) or None
+  who = f" [process {process_index}/{process_count}]" if process_count > 1 else ""
+  progress = build_lib.Progress(f"{run.label}{who}", total)
+  chunks = build_lib.plan_chunks(source, run.held_out, wanted, config["chunk_documents"], progress.read)
+  try:
+    planned = build_lib.build_shards(
+      run.partial,
+      chunks,
+      run.tokenizer,
+      config,
+      record_features(config),
+      workers=run.workers,
+      mine=lambda chunk: chunk.index % process_count == process_index,
+      progress=progress,
+    )
+  except (FileNotFoundError, OSError) as e:
+    build_lib.file_states(source)  # a vanished corpus file is named as such
+    raise build_lib.BuildError(f"reading the corpus failed: {e}") from e
+  build_lib.check_unchanged(source, before)
+  progress.maybe_print(force=True)
+  return {split: planned.get(split, 0) for split in wanted}
+
+
+def _assemble_and_publish(
+  data_dir: str, partial: str, config, planned: dict[str, int], replace: bool
+) -> None:
+  stale = [
+    n
+    for n in os.listdir(os.path.dirname(data_dir))
+    if n.startswith(os.path.basename(data_dir) + ".incomplete-")
+  ]
   if stale:
     logger.warning("leftovers of interrupted builds beside %s (safe to delete): %s", data_dir, stale)
   tmp = f"{data_dir}.incomplete-{uuid.uuid4().hex[:12]}"
   try:
-    manifest = _build_into(tmp, source, tokenizer, config)
-    _publish(tmp, data_dir, config, replace=existing is not None)
+    _build_into(tmp, partial, config, planned)
+    _publish(tmp, data_dir, config, replace=replace)
   finally:
     _remove(tmp)
-  return read_manifest(data_dir) or manifest
+  _remove(partial)
 
 
-def _build_into(tmp: str, source: TextSource, tokenizer, config: dict[str, Any]) -> dict[str, Any]:
-  keep_validation = _validation_indices(source, config["validation"], config["seed"])
-  counts = {split: dict.fromkeys(("documents", "sentences", "instances", "tokens"), 0) for split in SPLITS}
-
-  wanted = SPLITS if config["validation"] else ("train",)
+def _build_into(tmp: str, partial: str, config: dict[str, Any], planned: dict[str, int]) -> dict[str, Any]:
+  """The TFDS dataset and manifest from every chunk's shard, split by split in chunk order."""
   names = record_features(config)
+  missing = [
+    build_lib.shard_path(partial, split, i)
+    for split, n in planned.items()
+    for i in range(n)
+    if not os.path.exists(build_lib.shard_path(partial, split, i))
+  ]
+  if missing:
+    raise build_lib.BuildError(
+      f"{len(missing)} chunk shards are missing, e.g. {missing[0]}: in a multi-host build every host must "
+      "write data_dir.partial on a file system they all share (docs/scale.md)"
+    )
+  counts = {split: dict.fromkeys(build_lib.COUNTS, 0) for split in planned}
   tfds = _tfds()
   # Scalars for the label, variable-length int32 rows for the rest (stored unpadded).
   features = {
     n: tfds.features.Tensor(shape=() if n == "pair_label" else (None,), dtype=np.int32) for n in names
   }
 
-  keep = {"train": lambda i: not keep_validation(i), "validation": keep_validation}
-
   def examples(split):
-    for instance in _instances(source, tokenizer, config, split, keep[split], counts[split]):
-      yield {n: np.asarray(instance[n], dtype=np.int32) for n in names}
+    for i in range(planned[split]):
+      rows, chunk_counts = build_lib.read_shard(build_lib.shard_path(partial, split, i), names)
+      for key, value in chunk_counts.items():
+        counts[split][key] += value
+      yield from rows
     if not counts[split]["instances"]:
       raise ValueError(
         f"the {split} split has no instances ({counts[split]['documents']} documents): the corpus is too "
         f"small for validation={config['validation']!r}, or its text tokenizes to nothing"
       )
 
-  splits = {split: functools.partial(examples, split) for split in wanted}
+  splits = {split: functools.partial(examples, split) for split in planned}
   builder_dir = write_array_record_dataset(tmp, DATASET_NAME, features, splits)
   manifest = {
     "config": config,
-    "features": list(record_features(config)),
+    "features": list(names),
     "tfds_dir": os.path.relpath(builder_dir, tmp),
-    "splits": {split: counts[split] for split in wanted},
+    "splits": counts,
     "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
   }
   write_json(os.path.join(tmp, MANIFEST), manifest)

@@ -1,0 +1,432 @@
+"""Building pretraining instances on every core and every host: the corpus in chunks of documents, each chunk's
+records a pure function of its documents and seeds, each finished chunk kept as a shard file so an interrupted
+build resumes where it stopped.
+
+  data_dir.partial/               work in progress, kept across interruptions (never read as a dataset)
+    build.json                    the build configuration the shards belong to
+    shards/train-000012.npz       one finished chunk: its instances (rows end to end + offsets) and counts
+  data_dir.lock                   flock'd by the process that assembles and publishes (one build at a time)
+
+A chunk is `chunk_documents` to 2 * chunk_documents - 1 consecutive documents of one split (the tail joins the
+last chunk). Its seed is (seed, split, chunk index) only, so the records are the same bytes whatever the number
+of worker processes (`data.workers`) or hosts, and a build can move between machines. Worker processes are
+started with "spawn" (the runner's process holds JAX's threads, which fork would copy in a broken state) and get
+the tokenizer once; chunks go to them a few at a time, so memory is bounded by the chunk size and the worker
+count, not the corpus. In a multi-host job, process i builds chunks i, i + n, i + 2n, ...; process 0 then writes
+the one array_record dataset and its manifest from every shard (records.py) and publishes it by one rename.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import dataclasses
+import json
+import logging
+import multiprocessing
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+
+from bert_jax.data import instances as instances_lib
+from bert_jax.files import atomic_path, write_json
+
+logger = logging.getLogger(__name__)
+
+SPLITS = ("train", "validation")
+COUNTS = ("documents", "sentences", "instances", "tokens")
+_CHUNK_TAG = 0x63686E6B  # "chnk": chunk seeds never coincide with other streams of the same seed
+_SPELLED_SPECIALS = ("[PAD]", "[CLS]", "[SEP]", "[MASK]")
+_TOKENIZE_BATCH = 1000  # sentences per tokenizer call: enough for the engine's threads
+PROGRESS_SECONDS = 30.0
+
+
+class BuildError(ValueError):
+  """A build that cannot go on: names the chunk, the file or the setting."""
+
+
+@dataclasses.dataclass
+class Chunk:
+  split: str
+  index: int
+  first_document: int  # the source's index of the chunk's first document
+  documents: list[list[str]]
+
+  def describe(self) -> str:
+    first = next((s for s in self.documents[0] if s.strip()), "") if self.documents else ""
+    return (
+      f"chunk {self.index} of the {self.split} split ({len(self.documents)} documents from document "
+      f"#{self.first_document}, which begins {first[:60]!r})"
+    )
+
+
+# -------------------------------------------------------------------------------------------------
+# The plan: documents into chunks.
+
+
+def plan_chunks(
+  source, held_out: Callable[[int], bool], wanted: tuple[str, ...], size: int, progress: dict | None = None
+) -> Iterator[Chunk]:
+  """The source's documents, in order, as each wanted split's chunks (see the module docstring)."""
+  buffers: dict[str, list[tuple[int, list[str]]]] = {split: [] for split in wanted}
+  made = dict.fromkeys(wanted, 0)
+
+  def chunk(split: str, items: list[tuple[int, list[str]]]) -> Chunk:
+    made[split] += 1
+    return Chunk(split, made[split] - 1, items[0][0], [doc for _, doc in items])
+
+  for index, doc in enumerate(source.documents()):
+    split = "validation" if held_out(index) else "train"
+    if progress is not None:
+      progress["documents_read"] += 1
+      progress["bytes_read"] += sum(len(s) for s in doc) + len(doc)
+    if split not in buffers:
+      continue
+    buffer = buffers[split]
+    buffer.append((index, doc))
+    if len(buffer) == 2 * size:
+      yield chunk(split, buffer[:size])
+      del buffer[:size]
+  for split in wanted:
+    if buffers[split]:
+      yield chunk(split, buffers[split])
+
+
+# -------------------------------------------------------------------------------------------------
+# One chunk: its documents to instances.
+
+
+def _token_ids(chunk: Chunk, tokenizer, counts: dict[str, int]) -> list[list[np.ndarray]]:
+  """The chunk's documents as lists of int32 sentence ids; empty sentences and documents dropped."""
+  # The tokenizer keeps "[SEP]" etc. whole wherever text spells them (as transformers does). In a corpus such a
+  # token is text, and a stray [SEP] or [CLS] would break the instance layout, so they become [UNK]. [UNK]
+  # itself stays: it is ordinary text to BERT.
+  specials = np.array([i for i, t in enumerate(tokenizer.vocab) if t in _SPELLED_SPECIALS])
+  flat = [s for doc in chunk.documents for s in doc]
+  ids = []
+  for start in range(0, len(flat), _TOKENIZE_BATCH):
+    # The tokenizer's own batch call, without [CLS]/[SEP] (stripped): text is handled as at fine-tuning time.
+    encoded = tokenizer(flat[start : start + _TOKENIZE_BATCH], padding=False, truncation=False)
+    for row in encoded["input_ids"]:
+      row = np.asarray(row[1:-1], dtype=np.int32)
+      row[np.isin(row, specials)] = tokenizer.unk_id
+      ids.append(row)
+  documents, k = [], 0
+  for doc in chunk.documents:
+    sentences = [s for s in ids[k : k + len(doc)] if len(s)]
+    k += len(doc)
+    if sentences:
+      counts["documents"] += 1
+      counts["sentences"] += len(sentences)
+      documents.append(sentences)
+  return documents
+
+
+def chunk_instances(chunk: Chunk, tokenizer, config: dict[str, Any]) -> tuple[list[dict], dict[str, int]]:
+  """(instances, counts) of one chunk: a pure function of the chunk, the tokenizer and the build config."""
+  counts = dict.fromkeys(COUNTS, 0)
+  documents = _token_ids(chunk, tokenizer, counts)
+  if not documents:
+    return [], counts
+  if config["packing"]:
+    packed = instances_lib.pack_documents(
+      documents, max_seq_length=config["max_seq_length"], cls_id=tokenizer.cls_id, sep_id=tokenizer.sep_id
+    )
+    made = packed * config["dupe_factor"]  # packing draws nothing at random: duplicates are equal
+  else:
+    split_id = SPLITS.index(chunk.split)
+    seed = int(
+      np.random.SeedSequence([_CHUNK_TAG, config["seed"], split_id, chunk.index]).generate_state(1)[0]
+    )
+    made = instances_lib.create_all_instances(
+      documents,
+      dupe_factor=config["dupe_factor"],
+      seed=seed,
+      max_seq_length=config["max_seq_length"],
+      short_seq_prob=config["short_seq_prob"],
+      pair_task=config["pair_task"],
+      cls_id=tokenizer.cls_id,
+      sep_id=tokenizer.sep_id,
+    )
+  counts["instances"] = len(made)
+  counts["tokens"] = sum(len(x["tokens"]) for x in made)
+  return made, counts
+
+
+# -------------------------------------------------------------------------------------------------
+# Shard files.
+
+
+def shard_path(partial_dir: str, split: str, index: int) -> str:
+  return os.path.join(partial_dir, "shards", f"{split}-{index:06d}.npz")
+
+
+def write_shard(path: str, made: list[dict], counts: dict[str, int], names: tuple[str, ...]) -> None:
+  """One chunk's instances, each feature's rows end to end with their offsets; written atomically."""
+  arrays: dict[str, np.ndarray] = {f"count_{k}": np.int64(v) for k, v in counts.items()}
+  for name in names:
+    if name == "pair_label":
+      arrays[name] = np.array([x[name] for x in made], dtype=np.int32)
+      continue
+    rows = [np.asarray(x[name], dtype=np.int32) for x in made]
+    arrays[name] = np.concatenate(rows) if rows else np.zeros(0, np.int32)
+    arrays[f"{name}_offsets"] = np.cumsum([0] + [len(r) for r in rows]).astype(np.int64)
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with atomic_path(path) as tmp, open(tmp, "wb") as f:
+    np.savez(f, **arrays)
+
+
+def read_shard(path: str, names: tuple[str, ...]) -> tuple[Iterator[dict[str, np.ndarray]], dict[str, int]]:
+  """(the shard's instances in order, its counts)."""
+  with np.load(path) as z:
+    data = {k: z[k] for k in z.files}
+  counts = {k: int(data[f"count_{k}"]) for k in COUNTS}
+
+  def rows():
+    for i in range(counts["instances"]):
+      out = {}
+      for name in names:
+        if name == "pair_label":
+          out[name] = data[name][i]
+        else:
+          offsets = data[f"{name}_offsets"]
+          out[name] = data[name][offsets[i] : offsets[i + 1]]
+      yield out
+
+  return rows(), counts
+
+
+# -------------------------------------------------------------------------------------------------
+# Running chunks: in this process or in worker processes.
+
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(tokenizer, config: dict[str, Any], names: tuple[str, ...], partial_dir: str) -> None:
+  _WORKER.update(tokenizer=tokenizer, config=config, names=names, partial_dir=partial_dir)
+
+
+def _run_chunk(chunk: Chunk) -> dict[str, int]:
+  """Builds one chunk into its shard file (in a worker or inline); returns its counts."""
+  made, counts = chunk_instances(chunk, _WORKER["tokenizer"], _WORKER["config"])
+  write_shard(shard_path(_WORKER["partial_dir"], chunk.split, chunk.index), made, counts, _WORKER["names"])
+  return counts
+
+
+def available_cores() -> int:
+  try:
+    return len(os.sched_getaffinity(0))
+  except AttributeError:  # macOS
+    return os.cpu_count() or 1
+
+
+def resolve_workers(workers: int) -> int:
+  """data.workers: 0 = every core; more than the cores is allowed (with a note)."""
+  if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 0:
+    raise BuildError(f"data.workers={workers!r}; expected 0 (every core) or a number of worker processes")
+  cores = available_cores()
+  if workers > cores:
+    logger.warning(
+      "data.workers=%d is more than this machine's %d cores: chunks will share cores", workers, cores
+    )
+  return int(workers) or cores
+
+
+class Progress:
+  """A line every PROGRESS_SECONDS: documents read, chunks and instances done, instances/s, ETA (by bytes read
+  of a file source's total)."""
+
+  def __init__(self, label: str, total_bytes: int | None, every: float = PROGRESS_SECONDS):
+    self.label, self.total_bytes, self.every = label, total_bytes, every
+    self.start = self.last = time.monotonic()
+    self.read = {"documents_read": 0, "bytes_read": 0}
+    self.chunks = self.reused = self.instances = 0
+
+  def done(self, counts: dict[str, int], reused: bool = False) -> None:
+    self.chunks += 1
+    self.reused += reused
+    self.instances += counts["instances"]
+    self.maybe_print()
+
+  def maybe_print(self, force: bool = False) -> None:
+    now = time.monotonic()
+    if not force and now - self.last < self.every:
+      return
+    self.last = now
+    elapsed = max(now - self.start, 1e-9)
+    eta = "unknown"
+    if self.total_bytes and self.read["bytes_read"]:
+      fraction = min(self.read["bytes_read"] / self.total_bytes, 1.0)
+      eta = (
+        f"{elapsed * (1 - fraction) / max(fraction, 1e-9) / 60:.1f} min" if fraction < 1 else "reading done"
+      )
+    print(
+      f"{self.label}: {self.read['documents_read']:,} documents read, {self.chunks:,} chunks done "
+      f"({self.reused:,} reused), {self.instances:,} instances, {self.instances / elapsed:,.0f} instances/s, "
+      f"{elapsed / 60:.1f} min, ETA {eta}",
+      flush=True,
+    )
+
+
+def build_shards(
+  partial_dir: str,
+  chunks: Iterator[Chunk],
+  tokenizer,
+  config: dict[str, Any],
+  names: tuple[str, ...],
+  *,
+  workers: int,
+  mine: Callable[[Chunk], bool],
+  progress: Progress,
+) -> dict[str, int]:
+  """Every chunk `mine` accepts, built into its shard file unless it is there already; returns the number of
+  chunks of each split in the whole plan (every process's). The worker processes start with the second chunk to
+  build: a corpus of one chunk is built here, without their start-up."""
+  _init_worker(tokenizer, config, names, partial_dir)
+  planned: dict[str, int] = {}
+  waiting: Chunk | None = None
+  pool = None
+  in_flight: dict[concurrent.futures.Future, Chunk] = {}
+  try:
+    for chunk in chunks:
+      planned[chunk.split] = chunk.index + 1
+      if not mine(chunk) or _reused(chunk, partial_dir, names, progress):
+        continue
+      if workers == 1:
+        _run_here(chunk, progress)
+        continue
+      if pool is None and waiting is None:
+        waiting = chunk
+        continue
+      if pool is None:
+        pool = concurrent.futures.ProcessPoolExecutor(
+          workers,
+          mp_context=multiprocessing.get_context("spawn"),
+          initializer=_init_worker,
+          initargs=(tokenizer, config, names, partial_dir),
+        )
+        in_flight[pool.submit(_run_chunk, waiting)] = waiting
+        waiting = None
+      in_flight[pool.submit(_run_chunk, chunk)] = chunk
+      while len(in_flight) >= 2 * workers:  # bounded: memory follows the workers, not the corpus
+        _collect(in_flight, progress, concurrent.futures.FIRST_COMPLETED)
+    if waiting is not None:
+      _run_here(waiting, progress)
+    while in_flight:
+      _collect(in_flight, progress, concurrent.futures.ALL_COMPLETED)
+  finally:
+    if pool is not None:
+      pool.shutdown(wait=True, cancel_futures=True)
+  return planned
+
+
+def _reused(chunk: Chunk, partial_dir: str, names, progress: Progress) -> bool:
+  """True when the chunk's shard is there already (a resumed build)."""
+  path = shard_path(partial_dir, chunk.split, chunk.index)
+  if not os.path.exists(path):
+    return False
+  _, counts = read_shard(path, names)
+  progress.done(counts, reused=True)
+  return True
+
+
+def _run_here(chunk: Chunk, progress: Progress) -> None:
+  try:
+    counts = _run_chunk(chunk)
+  except Exception as e:
+    raise BuildError(f"building {chunk.describe()} failed: {type(e).__name__}: {e}") from e
+  progress.done(counts)
+
+
+def _collect(in_flight: dict, progress: Progress, when) -> None:
+  done, _ = concurrent.futures.wait(list(in_flight), timeout=progress.every, return_when=when)
+  progress.maybe_print()
+  for future in done:
+    chunk = in_flight.pop(future)
+    try:
+      counts = future.result()
+    except concurrent.futures.process.BrokenProcessPool as e:
+      raise BuildError(
+        f"a worker process died while building {chunk.describe()} (or a chunk beside it): {e}"
+      ) from e
+    except Exception as e:
+      raise BuildError(f"building {chunk.describe()} failed: {type(e).__name__}: {e}") from e
+    progress.done(counts)
+
+
+# -------------------------------------------------------------------------------------------------
+# The work folder.
+
+
+def open_partial(partial_dir: str, config: dict[str, Any]) -> None:
+  """Makes data_dir.partial ready for this build: kept when it holds shards of the same configuration (a
+  resumed build), emptied when another configuration's."""
+  path = os.path.join(partial_dir, "build.json")
+  if os.path.isfile(path):
+    try:
+      with open(path, encoding="utf-8") as f:
+        stored = json.load(f)
+    except (OSError, json.JSONDecodeError):
+      stored = None
+    if stored == config:
+      kept = (
+        len(os.listdir(os.path.join(partial_dir, "shards"))) if os.path.isdir(partial_dir + "/shards") else 0
+      )
+      logger.warning("resuming the build in %s: %d finished chunks kept", partial_dir, kept)
+      return
+    logger.warning("%s holds an unfinished build of another configuration: starting over", partial_dir)
+  shutil.rmtree(partial_dir, ignore_errors=True)
+  os.makedirs(os.path.join(partial_dir, "shards"), exist_ok=True)
+  write_json(path, config)
+
+
+@contextlib.contextmanager
+def build_lock(data_dir: str) -> Iterator[None]:
+  """One assembling build of data_dir at a time on this file system (an advisory flock; a second build waits,
+  then finds the data published and reuses it). Without fcntl (Windows) there is no lock."""
+  try:
+    import fcntl
+  except ImportError:  # pragma: no cover
+    yield
+    return
+  with open(f"{data_dir}.lock", "a+") as f:
+    try:
+      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      logger.warning("another process is building %s: waiting for it", data_dir)
+      fcntl.flock(f, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def file_states(source) -> dict[str, tuple[int, int]] | None:
+  """(size, mtime) of a file source's files, to notice a corpus that changes while it is read."""
+  paths = getattr(source, "paths", None)
+  if paths is None:
+    return None
+  states = {}
+  for path in paths:
+    try:
+      st = os.stat(path)
+    except FileNotFoundError:
+      raise BuildError(f"corpus file {path} vanished while the build was reading the corpus") from None
+    states[path] = (st.st_size, st.st_mtime_ns)
+  return states
+
+
+def check_unchanged(source, before: dict[str, tuple[int, int]] | None) -> None:
+  after = file_states(source)
+  if before is None or after is None:
+    return
+  for path, state in before.items():
+    if after.get(path) != state:
+      raise BuildError(
+        f"corpus file {path} changed while the build was reading it (size, mtime {state} -> {after.get(path)}): "
+        "the records would mix two versions of it; run the build again once the file is final"
+      )

@@ -1,0 +1,172 @@
+"""Pretraining data built on every core and every host (bert_jax/data/build.py): the records are the same bytes
+with one worker, two worker processes or two jax.distributed processes; bad input names the chunk or the file."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from bert_jax.data import build as build_lib
+from bert_jax.data import records, text
+from bert_jax.tokenization import Tokenizer
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SAMPLE = os.path.join(ROOT, "tests", "data", "sample_text.txt")
+# Small chunks, so that the sample (40 lines as documents) makes several of them per split.
+BUILD = dict(max_seq_length=48, pair_task="nsp", dupe_factor=2, validation=6, seed=3, chunk_documents=4)
+
+
+@pytest.fixture(scope="module")
+def vocab_file(minilm_dir) -> str:
+  return os.path.join(minilm_dir, "vocab.txt")
+
+
+def _build(data_dir, vocab_file, **overrides):
+  kwargs = dict(
+    BUILD, source=text.LocalTextSource(SAMPLE, format="lines"), tokenizer=Tokenizer.from_vocab(vocab_file)
+  )
+  kwargs.update(overrides)
+  return records.build_pretraining_data(data_dir, **kwargs)
+
+
+def _records(data_dir) -> dict[str, list[tuple[bytes, ...]]]:
+  out = {}
+  manifest = records.read_manifest(data_dir)
+  for split in manifest["splits"]:
+    _, source = records.open_split(data_dir, split)
+    out[split] = [
+      tuple(np.asarray(source[i][n]).tobytes() for n in manifest["features"]) for i in range(len(source))
+    ]
+  return out
+
+
+@pytest.fixture(scope="module")
+def one_worker(tmp_path_factory, vocab_file):
+  data_dir = tmp_path_factory.mktemp("one") / "data"
+  manifest = _build(data_dir, vocab_file, workers=1)
+  return data_dir, manifest
+
+
+def test_two_worker_processes_write_the_same_records(one_worker, vocab_file, tmp_path):
+  data_dir, manifest = one_worker
+  assert sum(1 for _ in records.read_manifest(data_dir)["splits"]) == 2
+  two = _build(tmp_path / "data", vocab_file, workers=2)
+  assert two["splits"] == manifest["splits"] and two["config"] == manifest["config"]
+  assert _records(tmp_path / "data") == _records(data_dir)
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # shards and lock gone once published
+
+
+def test_two_jax_processes_build_like_one(one_worker, vocab_file, tmp_path):
+  """Each of two jax.distributed processes builds its own chunks (i, i + 2, ...); process 0 writes the dataset,
+  record for record the single-process build's."""
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+  env = dict(
+    os.environ,
+    XLA_FLAGS="--xla_force_host_platform_device_count=1",
+    JAX_PLATFORMS="cpu",
+    JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
+    JAX_NUM_PROCESSES="2",
+  )
+  worker = os.path.join(ROOT, "tests", "build_worker.py")
+  procs = [
+    subprocess.Popen(
+      [sys.executable, worker, str(tmp_path / "data"), SAMPLE, vocab_file],
+      env=dict(env, JAX_PROCESS_ID=str(i)),
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+      text=True,
+    )
+    for i in range(2)
+  ]
+  try:
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+  finally:
+    for p in procs:
+      p.kill()
+  for i, (p, out) in enumerate(zip(procs, outputs)):
+    assert p.returncode == 0, f"process {i} failed:\n{out[-4000:]}"
+  assert _records(tmp_path / "data") == _records(one_worker[0])
+
+
+def test_a_corpus_file_that_changes_while_building_stops_the_build(tmp_path, vocab_file, monkeypatch):
+  corpus = tmp_path / "corpus.txt"
+  corpus.write_text(open(SAMPLE, encoding="utf-8").read(), encoding="utf-8")
+  real = build_lib.chunk_instances
+
+  def appending(chunk, *args, **kwargs):
+    with open(corpus, "a", encoding="utf-8") as f:
+      f.write("A line written while the build reads the file.\n")
+    return real(chunk, *args, **kwargs)
+
+  monkeypatch.setattr(build_lib, "chunk_instances", appending)
+  with pytest.raises(
+    build_lib.BuildError, match=rf"corpus file {corpus} changed while the build was reading it"
+  ):
+    _build(tmp_path / "data", vocab_file, source=text.LocalTextSource(str(corpus), format="lines"))
+  assert not (tmp_path / "data").exists()
+
+
+class FailingTokenizer(Tokenizer):
+  """Fails on one text: a stand-in for a bug in a worker process (the class is importable there)."""
+
+  def __call__(self, texts, *args, **kwargs):
+    if any("Ishmael" in t for t in texts):
+      raise RuntimeError("tokenizer bug")
+    return super().__call__(texts, *args, **kwargs)
+
+
+def test_a_failing_worker_names_the_chunk_and_its_first_document(tmp_path, vocab_file):
+  tokenizer = FailingTokenizer.from_vocab(vocab_file)
+  with pytest.raises(build_lib.BuildError) as err:
+    _build(tmp_path / "data", vocab_file, tokenizer=tokenizer, workers=2)
+  message = str(err.value)
+  assert "RuntimeError: tokenizer bug" in message and "documents from document #" in message
+  assert "which begins" in message and "split" in message
+  assert not (tmp_path / "data").exists() and (tmp_path / "data.partial").is_dir()
+
+
+def test_workers_setting(caplog):
+  assert build_lib.resolve_workers(0) == build_lib.available_cores()
+  assert build_lib.resolve_workers(1) == 1
+  with caplog.at_level("WARNING"):
+    assert build_lib.resolve_workers(build_lib.available_cores() + 3) == build_lib.available_cores() + 3
+  assert "more than this machine's" in caplog.text
+  with pytest.raises(build_lib.BuildError, match=r"data.workers=-1; expected 0 \(every core\)"):
+    build_lib.resolve_workers(-1)
+
+
+def test_build_data_job_builds_every_phase_and_stops(tmp_path):
+  """python -m bert_jax.main --config=configs/pretrain.py:... --config.job=build_data: instances of both phases,
+  no training."""
+  result = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "bert_jax.main",
+      "--config=configs/pretrain.py:variant=tiny,runlocal=True",
+      f"--workdir={tmp_path}",
+      "--config.job=build_data",
+      f"--config.data.source={SAMPLE}",
+      "--config.data.format=lines",
+      "--config.data.validation=0.1",
+      "--config.data.vocab_size=600",
+      "--config.data.workers=1",
+    ],
+    capture_output=True,
+    text=True,
+    cwd=ROOT,
+    timeout=300,
+  )
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "data ready; train with --config.data.data_dir=" in result.stdout
+  manifest = json.loads((tmp_path / "data" / "seq128" / records.MANIFEST).read_text())
+  assert manifest["splits"]["train"]["instances"] > 0
+  assert not (tmp_path / "checkpoints").exists()

@@ -99,12 +99,9 @@ class Predictor:
   ) -> dict | list[dict]:
     """Labels with probabilities (classification), a score (regression), or words with tags and
     entities with character offsets (tagging). One text in, one dict out; a list in, a list out."""
-    single = isinstance(texts, str)
-    texts = [texts] if single else list(texts)
-    if pairs is not None:
-      pairs = [pairs] if isinstance(pairs, str) else list(pairs)
-      if len(pairs) != len(texts):
-        raise PredictorError(f"predict: {len(texts)} texts but {len(pairs)} pairs")
+    from bert_jax.pretrained import text_lists
+
+    single, texts, pairs = text_lists(texts, pairs, "predict", PredictorError)
     if self.kind == "span":
       raise PredictorError("this is a span QA model: call answer(question, context)")
     if self.kind == "choice":

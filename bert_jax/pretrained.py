@@ -32,6 +32,23 @@ BERT_JAX_PARAMS = "params.safetensors"
 FORMAT_VERSION = 1
 
 
+def text_lists(
+  texts: str | Sequence[str],
+  pairs: str | Sequence[str] | None,
+  caller: str,
+  error: type[ValueError] = ValueError,
+) -> tuple[bool, list[str], list[str] | None]:
+  """(whether one text came in, the texts as a list, their second segments as a list or None): the calls
+  that take one text or many (`encode`, `Predictor.predict`); `error` names `caller` when the counts differ."""
+  single = isinstance(texts, str)
+  texts = [texts] if single else list(texts)
+  if pairs is not None:
+    pairs = [pairs] if isinstance(pairs, str) else list(pairs)
+    if len(pairs) != len(texts):
+      raise error(f"{caller}: {len(texts)} texts but {len(pairs)} pairs")
+  return single, texts, pairs
+
+
 @dataclasses.dataclass
 class PretrainedBert:
   """A BERT with its weights and tokenizer. `params` is the head-model tree
@@ -82,12 +99,7 @@ class PretrainedBert:
     compiles a handful of shapes. `last_hidden_state` past a text's own tokens is 0 where its batch was
     shorter than the longest (use `attention_mask`).
     """
-    single = isinstance(texts, str)
-    texts = [texts] if single else list(texts)
-    if pairs is not None:
-      pairs = [pairs] if isinstance(pairs, str) else list(pairs)
-      if len(pairs) != len(texts):
-        raise ValueError(f"encode: {len(texts)} texts but {len(pairs)} pairs")
+    _, texts, pairs = text_lists(texts, pairs, "encode")
     if not texts:
       raise ValueError("encode: no texts given")
     max_length = min(max_length or self.config.max_position_embeddings, self.config.max_position_embeddings)

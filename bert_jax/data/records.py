@@ -33,6 +33,7 @@ import json
 import logging
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol
@@ -386,10 +387,15 @@ def _build_locked(run: _Run, existing: dict[str, Any] | None, sync: Callable[[st
       build_lib.open_partial(run.partial, run.config)
   sync("data-partial")
   if existing is None or existing.get("config") != run.config:
+    start = time.perf_counter()
     planned = _build_shards(run)
+    shards_s = time.perf_counter() - start
     sync("data-shards")
     if primary:
-      _assemble_and_publish(run.data_dir, run.partial, run.config, planned, replace=existing is not None)
+      timings = {"shards_s": round(shards_s, 1), "workers": run.workers, "processes": run.process_count}
+      _assemble_and_publish(
+        run.data_dir, run.partial, run.config, planned, timings, replace=existing is not None
+      )
   sync("data-published")
 
 
@@ -441,7 +447,7 @@ def _build_shards(run: _Run) -> dict[str, int]:
 
 
 def _assemble_and_publish(
-  data_dir: str, partial: str, config, planned: dict[str, int], replace: bool
+  data_dir: str, partial: str, config, planned: dict[str, int], timings: dict[str, Any], replace: bool
 ) -> None:
   stale = [
     n
@@ -452,15 +458,23 @@ def _assemble_and_publish(
     logger.warning("leftovers of interrupted builds beside %s (safe to delete): %s", data_dir, stale)
   tmp = f"{data_dir}.incomplete-{uuid.uuid4().hex[:12]}"
   try:
-    _build_into(tmp, partial, config, planned)
+    _build_into(tmp, partial, config, planned, timings)
     _publish(tmp, data_dir, config, replace=replace)
   finally:
     _remove(tmp)
   _remove(partial)
 
 
-def _build_into(tmp: str, partial: str, config: dict[str, Any], planned: dict[str, int]) -> dict[str, Any]:
-  """The TFDS dataset and manifest from every chunk's shard, split by split in chunk order."""
+def _build_into(
+  tmp: str,
+  partial: str,
+  config: dict[str, Any],
+  planned: dict[str, int],
+  timings: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+  """The TFDS dataset and manifest from every chunk's shard, split by split in chunk order. `timings`: how long
+  process 0's shards took (recorded in the manifest with the time the writing took)."""
+  start = time.perf_counter()
   names = record_features(config)
   missing = [
     build_lib.shard_path(partial, split, i)
@@ -500,6 +514,7 @@ def _build_into(tmp: str, partial: str, config: dict[str, Any], planned: dict[st
     "tfds_dir": os.path.relpath(builder_dir, tmp),
     "splits": counts,
     "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    "timings": dict(timings or {}, write_s=round(time.perf_counter() - start, 1)),
   }
   write_json(os.path.join(tmp, MANIFEST), manifest)
   return manifest

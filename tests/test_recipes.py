@@ -234,3 +234,39 @@ def test_document_context_without_documents_names_the_field(tmp_path, minilm_dir
     finetune_data.load_task_data(config, Tokenizer.from_pretrained(minilm_dir))
   assert finetune_configs.get_config("task=conll2003").data.document_context
   assert not finetune_configs.get_config("task=tagging").data.document_context
+
+
+# --- GLUE submissions ------------------------------------------------------------------------------------------
+
+
+def test_glue_submission_maps_labels_to_the_servers_values(tmp_path):
+  from bert_jax import glue
+
+  # MNLI: names as the server reads them, whichever order the model's ids had.
+  glue.write_submission("mnli_matched", ["neutral", "contradiction", "entailment"], tmp_path / "MNLI-m.tsv")
+  assert (
+    tmp_path / "MNLI-m.tsv"
+  ).read_text() == "index\tprediction\n0\tneutral\n1\tcontradiction\n2\tentailment\n"
+  # Binary tasks: TFDS names or the GLUE files' 0/1, both to 0/1 (1 = the positive class).
+  assert [glue.server_value("sst2", x) for x in ("positive", "negative", "1", "0")] == ["1", "0", "1", "0"]
+  assert [glue.server_value("qnli", x) for x in ("entailment", "not_entailment")] == [
+    "entailment",
+    "not_entailment",
+  ]
+  assert glue.server_value("wnli", "not_entailment") == "0"
+  assert glue.server_value("stsb", 3.14159265) == "3.14159"
+  with pytest.raises(ValueError, match="'maybe' is none of the server's"):
+    glue.server_value("rte", "maybe")
+  # The CLI reads the predict CLI's JSON lines; WNLI's majority class as the paper submitted it.
+  preds = tmp_path / "p.jsonl"
+  preds.write_text('{"text": "a", "label": "duplicate"}\n{"text": "b", "label": "not_duplicate"}\n')
+  assert glue.main(["--task", "qqp", "--predictions", str(preds), "--out", str(tmp_path / "QQP.tsv")]) == 0
+  assert (tmp_path / "QQP.tsv").read_text().splitlines()[1:] == ["0\t1", "1\t0"]
+  assert (
+    glue.main(
+      ["--task", "wnli", "--majority", "not_entailment", "--count", "3", "--out", str(tmp_path / "W.tsv")]
+    )
+    == 0
+  )
+  assert (tmp_path / "W.tsv").read_text().splitlines() == ["index\tprediction", "0\t0", "1\t0", "2\t0"]
+  assert glue.main(["--task", "wnli", "--majority", "0", "--out", str(tmp_path / "X.tsv")]) == 2

@@ -332,6 +332,36 @@ def test_batch_equals_individual_encodes(uncased):
     assert (out["offsets"][i, n:] == 0).all()
 
 
+@pytest.mark.parametrize("which", ["uncased", "cased"])
+def test_fast_paths_equal_full_path(which, request):
+  """Printable ASCII takes the lean engine, and the ids path (no return_offsets) skips offset tracking:
+  same ids, tokens and offsets as the full pipeline on every pair of printable ASCII characters, the
+  sample, and the BMP code-point sweep, mixed in one batch."""
+  tok = request.getfixturevalue(which)
+  printable = [chr(c) for c in range(32, 127)]
+  ascii_pairs = [f"a{x}{y}b {x}{y}. {y}{x}Z" for x in printable for y in printable]
+  sweep = [text for _, text in _code_point_texts(range(0x10000))]
+  others = TEXTS + sweep
+  texts = ascii_pairs[: -len(others)] + [t for pair in zip(ascii_pairs[-len(others) :], others) for t in pair]
+  assert sum(map(tok._takes_plain_path, texts)) > len(ascii_pairs) * 0.9
+  prepared = [tok._prepare(t) for t in texts]  # the final-sigma fix, which __call__ applies first
+  full = tok._encode_many(prepared, add_special_tokens=True, plain_path=False)
+  routed = tok._encode_many(prepared, add_special_tokens=True)
+  assert [e.tokens for e in routed] == [e.tokens for e in full]
+  assert [e.offsets for e in routed] == [e.offsets for e in full]
+  ids = tok(texts, padding=False, truncation=False)
+  assert ids["input_ids"] == [e.ids for e in full]
+  assert ids["token_type_ids"] == [e.type_ids for e in full]
+  assert ids["attention_mask"] == [e.attention_mask for e in full]
+  a, b = texts[:200], texts[200:400]  # pairs, many cut longest-first
+  with_offsets = tok(a, b, max_length=40, padding=False, return_offsets=True)
+  fast = tok(a, b, max_length=40, padding=False)
+  assert fast["input_ids"] == with_offsets["input_ids"]
+  singly = [tok.encode(x, y, max_length=40) for x, y in zip(a, b)]
+  for key in ("input_ids", "token_type_ids", "attention_mask"):
+    assert fast[key] == [one[key] for one in singly], key
+
+
 def _comparable(s: str, tok: Tokenizer) -> str:
   # Removed characters (control, format) may sit inside a word's span.
   s = "".join(c for c in s if unicodedata.category(c)[0] != "C")

@@ -77,12 +77,15 @@ def _batch_offsets(
 
 
 def _as_lists(
-  encodings: Sequence[tokenizers.Encoding], offset_rows: list[list[tuple[int, int]]] | None
+  encodings: Sequence[tokenizers.Encoding], offset_rows: list[list[tuple[int, int]]] | None, pairs: bool
 ) -> dict[str, Any]:
+  ids = [e.ids for e in encodings]
   out: dict[str, Any] = {
-    "input_ids": [e.ids for e in encodings],
-    "token_type_ids": [e.type_ids for e in encodings],
-    "attention_mask": [e.attention_mask for e in encodings],
+    "input_ids": ids,
+    # Unpadded rows are all attended, and single texts all segment 0: built here, these cost a
+    # fraction of reading each row back from the engine.
+    "token_type_ids": [e.type_ids for e in encodings] if pairs else [[0] * len(row) for row in ids],
+    "attention_mask": [[1] * len(row) for row in ids],
   }
   if offset_rows is not None:
     out["offsets"] = offset_rows

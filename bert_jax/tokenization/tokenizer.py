@@ -22,8 +22,10 @@ from tokenizers import models, processors
 
 from bert_jax.tokenization.chars import (
   _build_normalizer,
+  _build_plain_pre_tokenizer,
   _build_pre_tokenizer,
   _final_sigmas,
+  _is_plain,
   _without_surrogates,
 )
 from bert_jax.tokenization.encodings import (
@@ -126,8 +128,11 @@ class Tokenizer:
     self.split_chinese_chars = bool(split_chinese_chars)
     self.model_max_length = model_max_length
     self._engine = self._build_engine()
+    self._plain_engine: tokenizers.Tokenizer | None = None  # built when first needed: see _plain
 
-  def _build_engine(self) -> tokenizers.Tokenizer:
+  def _build_engine(self, plain: bool = False) -> tokenizers.Tokenizer:
+    """The engine: the full pipeline, or with `plain` the lean one for printable ASCII (chars._is_plain),
+    which has no normalizer (lower-casing is done in Python) and splits at spaces and ASCII punctuation."""
     engine = tokenizers.Tokenizer(
       models.WordPiece(
         self._ids,
@@ -136,8 +141,11 @@ class Tokenizer:
         max_input_chars_per_word=MAX_WORD_CHARS,
       )
     )
-    engine.normalizer = _build_normalizer(self.lowercase, self.strip_accents)
-    engine.pre_tokenizer = _build_pre_tokenizer(self.split_chinese_chars)
+    if plain:
+      engine.pre_tokenizer = _build_plain_pre_tokenizer()
+    else:
+      engine.normalizer = _build_normalizer(self.lowercase, self.strip_accents)
+      engine.pre_tokenizer = _build_pre_tokenizer(self.split_chinese_chars)
     # Only the specials the vocab holds: the engine would give the others new ids past the end.
     engine.add_special_tokens(
       [tokenizers.AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS if t in self._ids]
@@ -300,15 +308,56 @@ class Tokenizer:
       text = _final_sigmas(text, self.split_chinese_chars)
     return text
 
-  def _encode_many(self, inputs: list, add_special_tokens: bool) -> list[tokenizers.Encoding]:
+  @property
+  def _plain(self) -> tokenizers.Tokenizer:
+    if self._plain_engine is None:
+      self._plain_engine = self._build_engine(plain=True)
+    return self._plain_engine
+
+  def _takes_plain_path(self, x: str | tuple[str, str]) -> bool:
+    # Lower-cased in Python, a "[MASK]" written in the text would no longer be the special token.
+    texts = x if isinstance(x, tuple) else (x,)
+    return all(_is_plain(t) and not (self.lowercase and "[" in t) for t in texts)
+
+  def _encode_many(
+    self, inputs: list, add_special_tokens: bool, offsets: bool = True, plain_path: bool = True
+  ) -> list[tokenizers.Encoding]:
+    """The engine's encodings of texts or (text, pair) tuples, in order.
+
+    Printable-ASCII inputs take the lean engine (same ids, tokens and offsets; a third less work on
+    English), the rest the full pipeline; `plain_path=False` sends all through the full one. Without
+    `offsets` the engine skips offset tracking and every offset is (0, 0): for callers after ids.
+    """
+    groups: tuple[list[int], list[int]] = ([], [])  # indices of inputs for the full and the plain engine
+    for i, x in enumerate(inputs):
+      groups[plain_path and self._takes_plain_path(x)].append(i)
+    if not groups[1]:
+      return self._encode_group(inputs, False, add_special_tokens, offsets)
+    if not groups[0]:
+      return self._encode_group(inputs, True, add_special_tokens, offsets)
+    encodings: list = [None] * len(inputs)
+    for plain, indices in zip((False, True), groups):
+      group = self._encode_group([inputs[i] for i in indices], plain, add_special_tokens, offsets)
+      for i, enc in zip(indices, group):
+        encodings[i] = enc
+    return encodings
+
+  def _encode_group(
+    self, inputs: list, plain: bool, add_special_tokens: bool, offsets: bool
+  ) -> list[tokenizers.Encoding]:
+    engine = self._plain if plain else self._engine
+    encode = engine.encode_batch if offsets else engine.encode_batch_fast
+    if plain and self.lowercase:
+      # The only normalizing step that changes plain text; one to one, so offsets stay valid.
+      inputs = [tuple(t.lower() for t in x) if isinstance(x, tuple) else x.lower() for x in inputs]
     try:
-      return self._engine.encode_batch(inputs, add_special_tokens=add_special_tokens)
+      return encode(inputs, add_special_tokens=add_special_tokens)
     except TypeError:
       # The caller checked the types, so this is a lone surrogate: rare enough to retry them all.
       fixed = [
         tuple(map(_without_surrogates, x)) if isinstance(x, tuple) else _without_surrogates(x) for x in inputs
       ]
-      return self._engine.encode_batch(fixed, add_special_tokens=add_special_tokens)
+      return encode(fixed, add_special_tokens=add_special_tokens)
 
   def basic_tokenize(self, text: str) -> list[str]:
     """The words WordPiece sees: the normalized text split at spaces, punctuation and ideographs."""
@@ -334,23 +383,30 @@ class Tokenizer:
     return int(max_length)
 
   def _encode_batch(
-    self, texts: list[str], pairs: list[str] | None, max_length: int | None, add_special_tokens: bool = True
+    self,
+    texts: list[str],
+    pairs: list[str] | None,
+    max_length: int | None,
+    add_special_tokens: bool = True,
+    offsets: bool = True,
   ) -> list[tokenizers.Encoding]:
     if add_special_tokens:
       _ = (self.cls_id, self.sep_id)  # fails early, naming the vocab, if either is missing
     texts = [self._prepare(t) for t in texts]
     if pairs is not None:
       pairs = [self._prepare(t) for t in pairs]
-    encodings = self._encode_many(texts if pairs is None else list(zip(texts, pairs)), add_special_tokens)
+    encodings = self._encode_many(
+      texts if pairs is None else list(zip(texts, pairs)), add_special_tokens, offsets=offsets
+    )
     overlong = [] if max_length is None else [i for i, enc in enumerate(encodings) if len(enc) > max_length]
     if overlong:
       # Each segment alone, cut to its share, then the same template as the untruncated rows.
       budget = max_length - ((2 if pairs is None else 3) if add_special_tokens else 0)
-      firsts = self._encode_many([texts[i] for i in overlong], add_special_tokens=False)
+      firsts = self._encode_many([texts[i] for i in overlong], add_special_tokens=False, offsets=offsets)
       seconds = (
         [None] * len(overlong)
         if pairs is None
-        else self._encode_many([pairs[i] for i in overlong], add_special_tokens=False)
+        else self._encode_many([pairs[i] for i in overlong], add_special_tokens=False, offsets=offsets)
       )
       for i, first, second in zip(overlong, firsts, seconds):
         n_first, n_second = _truncated_lengths(len(first), None if second is None else len(second), budget)
@@ -400,17 +456,19 @@ class Tokenizer:
 
     padding: "longest" (the batch's longest row), "max_length", or False / "do_not_pad" (lists
     come back, not arrays). Truncation (to max_length, default the checkpoint's
-    model_max_length) is BERT's longest-first for pairs.
+    model_max_length) is BERT's longest-first for pairs. Without return_offsets the engine tracks no
+    offsets: `tokenizer(texts, padding=False, truncation=False)["input_ids"]` is the fast ids path.
     """
     texts, pairs = _as_batch(texts, pairs)
     padding, pad = _padding_mode(padding, pad_to_multiple_of)
     limit = self._max_length(max_length, pairs is not None, True)
     if padding == "max_length" and limit is None:
       raise ValueError('padding="max_length" needs max_length (or a tokenizer with model_max_length)')
-    encodings = self._encode_batch(texts, pairs, limit if truncation else None)
+    # Offsets cost the engine work; without return_offsets it skips them (ids are the same).
+    encodings = self._encode_batch(texts, pairs, limit if truncation else None, offsets=return_offsets)
     offset_rows = _batch_offsets(encodings, texts, pairs) if return_offsets else None
     if not pad:
-      return _as_lists(encodings, offset_rows)
+      return _as_lists(encodings, offset_rows, pairs is not None)
     lengths = np.fromiter((len(e) for e in encodings), dtype=np.int64, count=len(encodings))
     width = _padded_width(lengths, limit if padding == "max_length" else None, pad_to_multiple_of)
     # A vocab without [PAD] serves batches that need no padding.
@@ -446,11 +504,13 @@ class Tokenizer:
     # Rebuilt when unpickled (e.g. in data-loader workers) rather than serialising the engine.
     state = dict(self.__dict__)
     del state["_engine"]
+    state.pop("_plain_engine", None)
     return state
 
   def __setstate__(self, state: dict[str, Any]) -> None:
     self.__dict__.update(state)
     self._engine = self._build_engine()
+    self._plain_engine = None
 
   def __repr__(self) -> str:
     return (

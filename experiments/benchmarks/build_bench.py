@@ -24,6 +24,8 @@ import subprocess
 import sys
 import time
 
+import numpy as np
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
 
@@ -72,7 +74,7 @@ def records_digest(data_dir: str) -> str:
     _, source = records.open_split(data_dir, split)
     for i in range(len(source)):
       for name in manifest["features"]:
-        digest.update(source[i][name].tobytes())
+        digest.update(np.asarray(source[i][name], dtype=np.int32).tobytes())
   return digest.hexdigest()
 
 

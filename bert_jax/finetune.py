@@ -2,13 +2,14 @@
 
 A run: the pretrained encoder from `config.init_from` (a HuggingFace / Google / bert_jax folder, or a
 bert_jax pretraining workdir, whose `export/` it reads) -> the task's data (data/finetune_data.py) ->
-the task head (models/heads.py) -> epochs of shuffled batches with BERT's recipe (AdamW, warmup then
-linear decay, optional layer-wise learning-rate decay) -> evaluation in the task's official metric after
-every epoch (finetune_eval.py) -> the best epoch's weights exported to `workdir/export/` for the Predictor.
+the task head (models/heads.py) -> epochs of shuffled batches with the task's optimizer (BERT's `bert_adamw` and
+schedule for the paper's tasks; optional layer-wise learning-rate decay) -> evaluation in the task's official metric
+after every epoch (finetune_eval.py) -> the reported epoch's weights (the best, or with config.selection=paper the
+last) exported to `workdir/export/` for the Predictor.
 
 Several learning rates and seeds in one command (`config.learning_rates`, `config.seeds`) run one
 after another in `workdir/lr{LR}_seed{SEED}/`; `summary.md` / `summary.json` give mean ± std per
-learning rate, because small GLUE sets swing by points between seeds.
+learning rate, because small GLUE sets swing by points between seeds, and the paper's pick (finetune_summary.py).
 
 Data order is a function of (seed, epoch) alone (finetune_batches.py), so a resumed run (workdir
 checkpoint, e.g. after a preemption) continues with exactly the batches the uninterrupted run would have seen.
@@ -61,6 +62,7 @@ from bert_jax.finetune_model import (  # noqa: F401  (re-exported, as above)
   resolve_init_from,
   task_info,
 )
+from bert_jax.finetune_summary import choose_run, summarize, summary_markdown  # noqa: F401  (re-exported)
 from bert_jax.run_control import (
   Preemption,
   TrainingError,
@@ -466,70 +468,6 @@ def run_one(config, workdir: str, learning_rate: float, seed: int, shared: Share
 
 
 # --- grids of learning rates and seeds -----------------------------------------------------------
-
-
-def summarize(results: list[dict]) -> dict[str, dict[str, dict[str, float]]]:
-  """{learning rate: {metric: {mean, std, n}}} over seeds, from each run's reported evaluation (`best`: its best
-  epoch, or its last with selection=paper)."""
-  by_lr: dict[str, list[dict]] = {}
-  for r in results:
-    by_lr.setdefault(f"{r['learning_rate']:g}", []).append(r["best"])
-  summary = {}
-  for lr, bests in by_lr.items():
-    names = sorted(set().union(*bests))
-    summary[lr] = {
-      name: {
-        "mean": float(np.mean([b[name] for b in bests if name in b])),
-        # Sample standard deviation (ddof=1): the seeds are a sample of the run-to-run spread.
-        "std": float(np.std([b[name] for b in bests if name in b], ddof=1)) if len(bests) > 1 else 0.0,
-        "n": sum(name in b for b in bests),
-      }
-      for name in names
-    }
-  return summary
-
-
-def choose_run(results: list[dict], metric: str, mode: str) -> dict:
-  """The paper's pick: the run (learning rate and restart) whose reported dev score is best; on a tie the
-  first in grid order."""
-  key = metric.removeprefix("eval/")
-  sign = 1.0 if mode == "max" else -1.0
-  chosen = max(results, key=lambda r: (sign * r["best"][key], -results.index(r)))
-  return {"learning_rate": chosen["learning_rate"], "seed": chosen["seed"], "metrics": chosen["best"]}
-
-
-_PROTOCOLS = {
-  "best_epoch": "mean ± std over seeds of each run's best epoch",
-  "paper": "the BERT paper's protocol: each run evaluated at the end of training; the best learning rate and "
-  "restart on dev is the result (mean ± std over seeds shown beside it)",
-}
-
-
-def summary_markdown(
-  task: str, summary: dict, metric: str, selection: str = "best_epoch", chosen=None
-) -> str:
-  names = sorted({n for per_lr in summary.values() for n in per_lr})
-  key = metric.removeprefix("eval/")
-  names = [key] + [n for n in names if n != key and "/" not in n and not n.endswith("_total")]
-  lines = [
-    f"# {task}: {'final epoch' if selection == 'paper' else 'best epoch'} of each run, mean ± std over seeds",
-    "",
-    f"Selection: `{selection}`, {_PROTOCOLS[selection]}.",
-    "",
-    "| learning rate | seeds | " + " | ".join(names) + " |",
-    "|---|---|" + "---|" * len(names),
-  ]
-  for lr, per in summary.items():
-    n = max(v["n"] for v in per.values())
-    cells = [f"{per[m]['mean']:.4f} ± {per[m]['std']:.4f}" if m in per else "" for m in names]
-    lines.append(f"| {lr} | {n} | " + " | ".join(cells) + " |")
-  if chosen is not None:
-    values = ", ".join(f"{m} {chosen['metrics'][m]:.4f}" for m in names if m in chosen["metrics"])
-    lines += [
-      "",
-      f"Chosen on dev: learning rate {chosen['learning_rate']:g}, seed {chosen['seed']}: {values}.",
-    ]
-  return "\n".join(lines) + "\n"
 
 
 def finetune_and_evaluate(config, workdir: str) -> dict[str, Any]:

@@ -1,9 +1,13 @@
-"""Opening a prepared TFDS dataset split TensorFlow-free (`tfds.data_source`), with the one error every TFDS
-reader (pretraining text, task rows, SQuAD) raises when it cannot."""
+"""TFDS datasets TensorFlow-free: opening a prepared split (`tfds.data_source`), with the one error every TFDS
+reader (pretraining text, task rows, SQuAD) raises when it cannot, and writing a dataset in array_record format
+(the pretraining instances; test fixtures)."""
 
 from __future__ import annotations
 
 import os
+import shutil
+from collections.abc import Callable, Iterable
+from typing import Any
 
 
 def open_data_source(name: str, split: str, data_dir: str | os.PathLike | None = None):
@@ -22,3 +26,58 @@ def open_data_source(name: str, split: str, data_dir: str | os.PathLike | None =
       "Prepare it first in array_record format (tfds.data_source reads no other format, and nothing "
       "is downloaded here)"
     ) from e
+
+
+def write_array_record_dataset(
+  data_dir: str | os.PathLike,
+  name: str,
+  features: dict[str, Any],
+  splits: dict[str, Callable[[], Iterable[dict[str, Any]]]],
+  *,
+  version: str = "1.0.0",
+  config: str | None = None,
+  keep_order: bool = True,
+) -> str:
+  """Writes a TFDS dataset in array_record format, TensorFlow-free; returns its builder directory.
+
+  features: name -> TFDS feature (e.g. tfds.features.Tensor(shape=(None,), dtype=np.int32)).
+  splits: split name -> function returning that split's examples (dicts keyed like features).
+  config: a builder config name, as in "wikipedia/20230601.en" (name/config).
+  keep_order: record i is the i-th example generated (TFDS would otherwise order by key hash).
+  The result reads back with `tfds.data_source("name[/config]", data_dir=data_dir)` or
+  `tfds.builder_from_directory(returned_dir).as_data_source(split)`.
+  """
+  import tensorflow_datasets as tfds  # heavy; imported where records are written or read
+  from etils import epath
+
+  class Builder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    VERSION = tfds.core.Version(version)
+    BUILDER_CONFIGS = [tfds.core.BuilderConfig(name=config)] if config else []
+
+    # TFDS 4.9.10 finds a builder's source file through `importlib_resources`, which etils >= 1.15
+    # no longer installs (TFDS imports it lazily, so nothing fails until a build). Naming the file
+    # here skips that lookup.
+    @tfds.core.utils.classproperty
+    @classmethod
+    def code_path(cls):
+      return epath.Path(__file__)
+
+    def _info(self):
+      return self.dataset_info_from_configs(
+        features=tfds.features.FeaturesDict(features), disable_shuffling=keep_order
+      )
+
+    def _split_generators(self, dl_manager):
+      return {split: self._generate_examples(make) for split, make in splits.items()}
+
+    def _generate_examples(self, make):
+      yield from enumerate(make())
+
+  Builder.name = name
+  data_dir = os.fspath(data_dir)
+  builder = Builder(data_dir=data_dir, file_format="array_record", config=config)
+  builder.download_and_prepare(download_dir=os.path.join(data_dir, "downloads"))
+  shutil.rmtree(
+    os.path.join(data_dir, "downloads"), ignore_errors=True
+  )  # TFDS makes it; nothing is downloaded
+  return os.fspath(builder.data_dir)

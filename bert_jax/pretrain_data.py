@@ -117,6 +117,16 @@ def _barrier(name: str) -> None:
     multihost_utils.sync_global_devices(f"bert_jax:{name}")
 
 
+def all_processes_ok(ok: bool) -> bool:
+  """Whether every process says ok (a collective: every process must call it, at the same point)."""
+  if jax.process_count() == 1:
+    return ok
+  import numpy as np
+  from jax.experimental import multihost_utils
+
+  return bool(np.asarray(multihost_utils.process_allgather(np.array([ok], dtype=np.int32))).all())
+
+
 def require_shared(path: str, what: str, wait_s: float = 90.0) -> None:
   """After a barrier, on a multi-process run: `path`, which process 0 has written, must be visible here. It is
   not when the workdir is on each host's own disk; say so rather than fail on a missing file. Waits up to
@@ -164,7 +174,7 @@ def prepare_data(config, workdir: str, tokenizer: Tokenizer, phase: Phase, pair_
     workers=data.workers,
     process_index=jax.process_index(),
     process_count=jax.process_count(),
-    barrier=lambda name: _barrier(f"{name}-{phase.index}"),
+    all_ok=all_processes_ok,
     label=f"building phase {phase.index} data (seq {phase.max_seq_length})",
   )
   require_shared(os.path.join(data_dir, records.MANIFEST), "the pretraining instances")

@@ -1,6 +1,6 @@
 """One process of the 2-process pretraining-data build in test_build.py (not a test module itself).
 
-JAX_COORDINATOR_ADDRESS=127.0.0.1:PORT JAX_NUM_PROCESSES=2 JAX_PROCESS_ID=i python tests/build_worker.py DATA_DIR CORPUS VOCAB
+JAX_COORDINATOR_ADDRESS=127.0.0.1:PORT JAX_NUM_PROCESSES=2 JAX_PROCESS_ID=i python tests/build_worker.py DATA_DIR CORPUS VOCAB ok|fail1
 """
 
 import os
@@ -9,21 +9,23 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
-from jax.experimental import multihost_utils  # noqa: E402
 
 from bert_jax import distributed  # noqa: E402
+from bert_jax.pretrain_data import all_processes_ok  # noqa: E402
 from bert_jax.data import records, text  # noqa: E402
 from bert_jax.tokenization import Tokenizer  # noqa: E402
 from tests.test_build import BUILD  # noqa: E402
 
 
-def main(data_dir: str, corpus: str, vocab: str) -> None:
+def main(data_dir: str, corpus: str, vocab: str, mode: str) -> None:
   assert distributed.initialize("auto"), "the environment should describe a 2-process job"
   built = []
   original = records.build_lib.chunk_instances
 
   def counting(chunk, *args, **kwargs):
     built.append(chunk.index)
+    if mode == "fail1" and jax.process_index() == 1:
+      raise RuntimeError("simulated failure")
     return original(chunk, *args, **kwargs)
 
   records.build_lib.chunk_instances = counting
@@ -33,7 +35,7 @@ def main(data_dir: str, corpus: str, vocab: str) -> None:
     tokenizer=Tokenizer.from_vocab(vocab),
     process_index=jax.process_index(),
     process_count=jax.process_count(),
-    barrier=multihost_utils.sync_global_devices,
+    all_ok=all_processes_ok,
     **BUILD,
   )
   print("chunks built here:", sorted(built), flush=True)

@@ -59,12 +59,10 @@ def test_two_worker_processes_write_the_same_records(one_worker, vocab_file, tmp
   two = _build(tmp_path / "data", vocab_file, workers=2)
   assert two["splits"] == manifest["splits"] and two["config"] == manifest["config"]
   assert _records(tmp_path / "data") == _records(data_dir)
-  assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # shards and lock gone once published
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "data.lock"]  # shards gone once published
 
 
-def test_two_jax_processes_build_like_one(one_worker, vocab_file, tmp_path):
-  """Each of two jax.distributed processes builds its own chunks (i, i + 2, ...); process 0 writes the dataset,
-  record for record the single-process build's."""
+def _two_processes(tmp_path, vocab_file, mode: str) -> list[tuple[int, str]]:
   with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
@@ -78,7 +76,7 @@ def test_two_jax_processes_build_like_one(one_worker, vocab_file, tmp_path):
   worker = os.path.join(ROOT, "tests", "build_worker.py")
   procs = [
     subprocess.Popen(
-      [sys.executable, worker, str(tmp_path / "data"), SAMPLE, vocab_file],
+      [sys.executable, worker, str(tmp_path / "data"), SAMPLE, vocab_file, mode],
       env=dict(env, JAX_PROCESS_ID=str(i)),
       stdout=subprocess.PIPE,
       stderr=subprocess.STDOUT,
@@ -91,9 +89,25 @@ def test_two_jax_processes_build_like_one(one_worker, vocab_file, tmp_path):
   finally:
     for p in procs:
       p.kill()
-  for i, (p, out) in enumerate(zip(procs, outputs)):
-    assert p.returncode == 0, f"process {i} failed:\n{out[-4000:]}"
+  return [(p.returncode, out) for p, out in zip(procs, outputs)]
+
+
+def test_two_jax_processes_build_like_one(one_worker, vocab_file, tmp_path):
+  """Each of two jax.distributed processes builds its own chunks (i, i + 2, ...); process 0 writes the dataset,
+  record for record the single-process build's."""
+  for i, (code, out) in enumerate(_two_processes(tmp_path, vocab_file, "ok")):
+    assert code == 0, f"process {i} failed:\n{out[-4000:]}"
   assert _records(tmp_path / "data") == _records(one_worker[0])
+
+
+def test_a_failure_on_one_process_stops_both(vocab_file, tmp_path):
+  """Process 1 fails in its first chunk: it names the chunk, process 0 says another process failed; neither
+  waits forever at a barrier, nothing is published."""
+  (code0, out0), (code1, out1) = _two_processes(tmp_path, vocab_file, "fail1")
+  assert code0 != 0 and code1 != 0
+  assert "building chunk 1 of the train split" in out1 and "simulated failure" in out1
+  assert "another process failed while building its chunks" in out0
+  assert not (tmp_path / "data").exists()
 
 
 def test_a_corpus_file_that_changes_while_building_stops_the_build(tmp_path, vocab_file, monkeypatch):
@@ -130,7 +144,7 @@ def test_a_failing_worker_names_the_chunk_and_its_first_document(tmp_path, vocab
   message = str(err.value)
   assert "RuntimeError: tokenizer bug" in message and "documents from document #" in message
   assert "which begins" in message and "split" in message
-  assert not (tmp_path / "data").exists() and (tmp_path / "data.partial").is_dir()
+  assert not (tmp_path / "data").exists() and len(list(tmp_path.glob("data.partial-*"))) == 1
 
 
 def test_workers_setting(caplog):

@@ -273,7 +273,7 @@ def test_manifest_mismatch(tmp_path, tokenizer, built):
   rebuilt = build(data_dir, tokenizer, dupe_factor=1, max_seq_length=48, on_mismatch="rebuild")
   assert rebuilt["config"]["max_seq_length"] == 48
   assert records.read_manifest(data_dir)["config"]["max_seq_length"] == 48
-  assert [p.name for p in tmp_path.iterdir()] == ["data"]  # the old build and temporaries are gone
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "data.lock"]  # old build, temporaries gone
 
   # The pipeline refuses data built for another length or vocabulary.
   vocab = pipeline.VocabInfo.from_tokenizer(tokenizer)
@@ -306,8 +306,9 @@ def test_build_config_errors(tmp_path, tokenizer):
 def test_interrupted_build_resumes_and_never_publishes_a_partial_dataset(
   tmp_path, tokenizer, built, monkeypatch
 ):
-  """A crash in the third chunk (the validation split's) leaves no data_dir, only data_dir.partial with the finished chunks; the same command then
-  builds what is missing, reusing those, and its records equal an uninterrupted build's."""
+  """A crash in the third chunk (the validation split's) leaves no data_dir, only data_dir.partial-* with the
+  finished chunks; the same command then builds what is missing, reusing those, and its records equal an
+  uninterrupted build's."""
   from bert_jax.data import build as build_lib
 
   real = build_lib.chunk_instances
@@ -329,11 +330,9 @@ def test_interrupted_build_resumes_and_never_publishes_a_partial_dataset(
     match=r"building chunk 0 of the validation split \(4 documents from document #\d+, which begins",
   ):
     build(data_dir, tokenizer)
-  assert sorted(p.name for p in tmp_path.iterdir()) == ["data.partial"]  # nothing that looks complete
-  assert sorted(p.name for p in (tmp_path / "data.partial" / "shards").iterdir()) == [
-    "train-000000.npz",
-    "train-000001.npz",
-  ]
+  (partial,) = tmp_path.glob("data.partial-*")  # nothing that looks complete: no data_dir
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["data.lock", partial.name]
+  assert sorted(p.name for p in (partial / "shards").iterdir()) == ["train-000000.npz", "train-000001.npz"]
   with pytest.raises(FileNotFoundError, match="no pretraining data"):
     records.open_split(data_dir, "train")
 
@@ -341,7 +340,7 @@ def test_interrupted_build_resumes_and_never_publishes_a_partial_dataset(
   monkeypatch.setattr(build_lib, "chunk_instances", failing_at(0))
   resumed = build(data_dir, tokenizer)
   assert calls == [("validation", 0)]  # the two train chunks are reused, not redone
-  assert [p.name for p in tmp_path.iterdir()] == ["data"]
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "data.lock"]
   reference_dir, reference = built
   assert resumed["splits"] == reference["splits"]
   for split in ("train", "validation"):

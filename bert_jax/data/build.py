@@ -2,10 +2,10 @@
 records a pure function of its documents and seeds, each finished chunk kept as a shard file so an interrupted
 build resumes where it stopped.
 
-  data_dir.partial/               work in progress, kept across interruptions (never read as a dataset)
+  data_dir.partial-<config hash>/ work in progress, kept across interruptions (never read as a dataset)
     build.json                    the build configuration the shards belong to
     shards/train-000012.npz       one finished chunk: its instances (rows end to end + offsets) and counts
-  data_dir.lock                   flock'd by the process that assembles and publishes (one build at a time)
+  data_dir.lock                   flock'd by process 0 from its decision to build until it publishes
 
 A chunk is `chunk_documents` to 2 * chunk_documents - 1 consecutive documents of one split (the tail joins the
 last chunk). Its seed is (seed, split, chunk index) only, so the records are the same bytes whatever the number
@@ -83,7 +83,7 @@ def plan_chunks(
     split = "validation" if held_out(index) else "train"
     if progress is not None:
       progress["documents_read"] += 1
-      progress["bytes_read"] += sum(len(s) for s in doc) + len(doc)
+      progress["bytes_read"] += sum(len(s.encode("utf-8")) for s in doc) + len(doc)
     if split not in buffers:
       continue
     buffer = buffers[split]
@@ -363,8 +363,16 @@ def _collect(in_flight: dict, progress: Progress, when) -> None:
 
 
 def open_partial(partial_dir: str, config: dict[str, Any]) -> None:
-  """Makes data_dir.partial ready for this build: kept when it holds shards of the same configuration (a
-  resumed build), emptied when another configuration's."""
+  """Makes data_dir.partial-<hash> ready for this build: kept when it holds shards of this configuration (a
+  resumed build); the unfinished builds of other configurations beside it are deleted (under the lock, no other
+  build is running)."""
+  prefix = partial_dir.rsplit(".partial-", 1)[0] + ".partial-"
+  parent = os.path.dirname(partial_dir)
+  for name in os.listdir(parent):
+    other = os.path.join(parent, name)
+    if other.startswith(prefix) and other != partial_dir:
+      logger.warning("deleting %s, an unfinished build of another configuration", other)
+      shutil.rmtree(other, ignore_errors=True)
   path = os.path.join(partial_dir, "build.json")
   if os.path.isfile(path):
     try:
@@ -373,12 +381,10 @@ def open_partial(partial_dir: str, config: dict[str, Any]) -> None:
     except (OSError, json.JSONDecodeError):
       stored = None
     if stored == config:
-      kept = (
-        len(os.listdir(os.path.join(partial_dir, "shards"))) if os.path.isdir(partial_dir + "/shards") else 0
-      )
+      shards = os.path.join(partial_dir, "shards")
+      kept = len(os.listdir(shards)) if os.path.isdir(shards) else 0
       logger.warning("resuming the build in %s: %d finished chunks kept", partial_dir, kept)
       return
-    logger.warning("%s holds an unfinished build of another configuration: starting over", partial_dir)
   shutil.rmtree(partial_dir, ignore_errors=True)
   os.makedirs(os.path.join(partial_dir, "shards"), exist_ok=True)
   write_json(path, config)
@@ -386,8 +392,9 @@ def open_partial(partial_dir: str, config: dict[str, Any]) -> None:
 
 @contextlib.contextmanager
 def build_lock(data_dir: str) -> Iterator[None]:
-  """One assembling build of data_dir at a time on this file system (an advisory flock; a second build waits,
-  then finds the data published and reuses it). Without fcntl (Windows) there is no lock."""
+  """One deciding-building-publishing process 0 for data_dir at a time on this file system (an advisory flock; a
+  second build waits, then finds the data published and reuses it). The lock file stays: deleting it would let a
+  waiter and a newcomer both hold "the" lock. Without fcntl (Windows) there is no lock."""
   try:
     import fcntl
   except ImportError:  # pragma: no cover

@@ -257,7 +257,7 @@ def build_pretraining_data(
   workers: int = 1,
   process_index: int = 0,
   process_count: int = 1,
-  barrier: Callable[[str], None] | None = None,
+  all_ok: Callable[[bool], bool] | None = None,
   label: str = "building pretraining data",
 ) -> dict[str, Any]:
   """Builds the train/validation instances into data_dir once; later calls reuse them. Returns the manifest.
@@ -267,10 +267,11 @@ def build_pretraining_data(
   max_seq_length, corpus, ...): "error" (default: a rebuild may take hours, and a typo should not
   start one) or "rebuild".
   workers: worker processes for the chunks (0: every core; 1: this process alone). The records are the same.
-  process_index / process_count / barrier: a multi-host job calls this on every process, with a barrier that
-  all processes reach (name -> None); each builds its share of the chunks into data_dir.partial (a file system
-  every host shares) and process 0 writes the dataset. Alone, process 0 of 1.
-  Concurrent builds of one data_dir wait for each other (a lock file beside it): one builds, the other reuses.
+  process_index / process_count / all_ok: a multi-host job calls this on every process with `all_ok`, a
+  collective every process reaches (this process's "no error so far" -> every process's); each builds its share
+  of the chunks into data_dir.partial-* (a file system every host shares) and process 0 writes the dataset. An
+  error on one process stops every process. Alone: process 0 of 1.
+  Concurrent builds of one data_dir wait for each other (data_dir.lock beside it): one builds, the other reuses.
   """
   if on_mismatch not in ("error", "rebuild"):
     raise ValueError(f"on_mismatch={on_mismatch!r}; expected 'error' or 'rebuild'")
@@ -288,25 +289,23 @@ def build_pretraining_data(
     chunk_documents=chunk_documents,
   )
   workers = build_lib.resolve_workers(workers)
-  sync = barrier or (lambda name: None)
-  primary = process_index == 0
-  existing = _reusable(data_dir, config, on_mismatch)
-  if existing is not None and existing.get("config") == config:
-    return existing
-  partial = f"{data_dir}.partial"
+  if process_count == 1:  # alone, a stored build of this config is the answer; together, process 0 decides
+    existing = _reusable(data_dir, config, on_mismatch)
+    if existing is not None and not config_differences(existing["config"], config):
+      return existing
   held_out = _validation_indices(source, config["validation"], config["seed"])  # a bad count fails here
-  if primary:
-    os.makedirs(os.path.dirname(data_dir), exist_ok=True)
+  partial = (
+    f"{data_dir}.partial-{hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]}"
+  )
   run = _Run(
     data_dir, partial, source, tokenizer, config, held_out, workers, process_index, process_count, label
   )
-  try:
-    with build_lib.build_lock(data_dir) if primary else contextlib.nullcontext():
-      _build_locked(run, existing, sync)
-  finally:
-    if primary:  # the lock file has done its work; a waiter holding it open finds the data and reuses it
-      with contextlib.suppress(FileNotFoundError):
-        os.unlink(f"{data_dir}.lock")
+  agree = all_ok or (lambda ok: ok)
+  primary = process_index == 0
+  if primary:
+    os.makedirs(os.path.dirname(data_dir), exist_ok=True)
+  with build_lib.build_lock(data_dir) if primary else contextlib.nullcontext():
+    _build_locked(run, on_mismatch, agree)
   return read_manifest(data_dir)
 
 
@@ -324,27 +323,50 @@ class _Run:
   label: str
 
 
-def _build_locked(run: _Run, existing: dict[str, Any] | None, sync: Callable[[str], None]) -> None:
-  """Under the lock (process 0): the shards of every process, then process 0 assembles and publishes."""
+def _together(agree: Callable[[bool], bool], step: str, fn: Callable[[], Any]) -> Any:
+  """Runs this process's part of a step, then learns whether every process's part succeeded (a collective every
+  process reaches, error or not), so that no process waits forever for one that failed."""
+  result, error = None, None
+  try:
+    result = fn()
+  except Exception as e:  # re-raised below, after every process has heard of it
+    error = e
+  everyone = agree(error is None)
+  if error is not None:
+    raise error
+  if not everyone:
+    raise build_lib.BuildError(f"another process failed while {step} (its log says why)")
+  return result
+
+
+def _build_locked(run: _Run, on_mismatch: str, agree: Callable[[bool], bool]) -> None:
+  """Under the lock (process 0): process 0 decides (reuse, or build and replace), every process builds its
+  shards, process 0 assembles and publishes; every step ends in a collective."""
   primary = run.process_index == 0
-  if primary:
-    done = read_manifest(run.data_dir)  # a concurrent build may have published while this one waited
-    if done is not None and not config_differences(done["config"], run.config):
-      existing = done
-    else:
-      build_lib.open_partial(run.partial, run.config)
-  sync("data-partial")
-  if existing is None or existing.get("config") != run.config:
-    start = time.perf_counter()
-    planned = _build_shards(run)
-    shards_s = time.perf_counter() - start
-    sync("data-shards")
+
+  def decide() -> None:
+    if primary:  # a concurrent build may have published while this one waited for the lock
+      existing = _reusable(run.data_dir, run.config, on_mismatch)
+      if existing is None or config_differences(existing["config"], run.config):
+        build_lib.open_partial(run.partial, run.config)
+
+  _together(agree, "deciding whether to build", decide)
+  # Process 0 holds the lock from its decision to its publication, so a manifest read here says what it decided.
+  stored = read_manifest(run.data_dir)
+  if stored is not None and not config_differences(stored["config"], run.config):
+    return
+  start = time.perf_counter()
+  planned = _together(agree, "building its chunks", lambda: _build_shards(run))
+  timings = {"shards_s": round(time.perf_counter() - start, 1), "workers": run.workers}
+
+  def publish() -> None:
     if primary:
-      timings = {"shards_s": round(shards_s, 1), "workers": run.workers, "processes": run.process_count}
+      timings["processes"] = run.process_count
       _assemble_and_publish(
-        run.data_dir, run.partial, run.config, planned, timings, replace=existing is not None
+        run.data_dir, run.partial, run.config, planned, timings, replace=stored is not None
       )
-  sync("data-published")
+
+  _together(agree, "writing the dataset", publish)
 
 
 def _reusable(data_dir: str, config: dict[str, Any], on_mismatch: str) -> dict[str, Any] | None:
@@ -386,9 +408,9 @@ def _build_shards(run: _Run) -> dict[str, int]:
       mine=lambda chunk: chunk.index % process_count == process_index,
       progress=progress,
     )
-  except (FileNotFoundError, OSError) as e:
-    build_lib.file_states(source)  # a vanished corpus file is named as such
-    raise build_lib.BuildError(f"reading the corpus failed: {e}") from e
+  except FileNotFoundError:
+    build_lib.file_states(source)  # a corpus file that vanished is named as such
+    raise
   build_lib.check_unchanged(source, before)
   progress.maybe_print(force=True)
   return {split: planned.get(split, 0) for split in wanted}
@@ -424,6 +446,11 @@ def _build_into(
   process 0's shards took (recorded in the manifest with the time the writing took)."""
   start = time.perf_counter()
   names = record_features(config)
+  with open(os.path.join(partial, "build.json"), encoding="utf-8") as f:
+    if json.load(f) != config:  # pragma: no cover - the folder is named by the config's hash
+      raise build_lib.BuildError(
+        f"{partial} holds shards of another configuration; delete it and build again"
+      )
   missing = [
     build_lib.shard_path(partial, split, i)
     for split, n in planned.items()

@@ -72,9 +72,10 @@ def records_digest(data_dir: str) -> str:
   manifest = records.read_manifest(data_dir)
   for split in sorted(manifest["splits"]):
     _, source = records.open_split(data_dir, split)
-    for i in range(len(source)):
-      for name in manifest["features"]:
-        digest.update(np.asarray(source[i][name], dtype=np.int32).tobytes())
+    for start in range(0, len(source), 10_000):  # batched reads: one record at a time runs 20x slower
+      for record in source.__getitems__(list(range(start, min(start + 10_000, len(source))))):
+        for name in manifest["features"]:
+          digest.update(np.asarray(record[name], dtype=np.int32).tobytes())
   return digest.hexdigest()
 
 

@@ -496,7 +496,9 @@ def finetune_and_evaluate(config, workdir: str) -> dict[str, Any]:
         return result
       results.append(dict(result, learning_rate=lr, seed=seed))
   summary = summarize(results)
-  chosen = choose_run(results, config.best_metric, config.best_mode) if config.selection == "paper" else None
+  # Only process 0 read the evaluations of runs finished before a resume: it alone chooses (and writes).
+  paper = config.selection == "paper" and distributed.is_primary()
+  chosen = choose_run(results, config.best_metric, config.best_mode) if paper else None
   out = {"runs": results, "summary": summary, "selection": config.selection, "chosen": chosen}
   if distributed.is_primary():
     files.write_json(os.path.join(workdir, "summary.json"), out)

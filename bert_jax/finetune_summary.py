@@ -48,7 +48,10 @@ def summary_markdown(
 ) -> str:
   names = sorted({n for per_lr in summary.values() for n in per_lr})
   key = metric.removeprefix("eval/")
-  names = [key] + [n for n in names if n != key and "/" not in n and not n.endswith("_total")]
+  # The selection metric, the other metrics of the first evaluation set, and the selection metric of the others
+  # (MNLI mismatched, CoNLL's test set).
+  others = [n for n in names if "/" in n and n.rsplit("/", 1)[1] == key]
+  names = [key] + [n for n in names if n != key and "/" not in n and not n.endswith("_total")] + others
   lines = [
     f"# {task}: {'final epoch' if selection == 'paper' else 'best epoch'} of each run, mean ± std over seeds",
     "",

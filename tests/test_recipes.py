@@ -57,6 +57,10 @@ def test_a_split_the_prepared_dataset_lacks_names_the_field_and_the_choices(tmp_
   with pytest.raises(tasks.TaskDataError) as err:
     tasks.check_tfds_splits("tiny_conll", tmp_path, {"config.data.eval_splits": ["dev", "validation"]})
   assert "config.data.eval_splits='validation'" in str(err.value) and "['dev', 'train']" in str(err.value)
+  # TFDS split expressions name splits too: slices and sums of the defined ones pass, others are named.
+  tasks.check_tfds_splits("tiny_conll", tmp_path, {"config.data.train_split": ["train[:50%]", "train+dev"]})
+  with pytest.raises(tasks.TaskDataError, match=r"train_split='train\+test\[:10\]'.* no split 'test'"):
+    tasks.check_tfds_splits("tiny_conll", tmp_path, {"config.data.train_split": ["train+test[:10]"]})
 
 
 # The reference's label ids per GLUE task, by meaning: google-research/bert run_classifier.py (MnliProcessor

@@ -236,11 +236,13 @@ def check_tfds_splits(
   if not known:
     return
   for field, splits in requested.items():
-    for split in splits:
-      if split not in known:
-        raise TaskDataError(
-          f"{field}={split!r}: TFDS dataset {name!r} has no such split; its splits are {known}"
-        )
+    for expression in splits:
+      # TFDS split expressions: "train[:10%]", "train+validation", "validation[50%:]".
+      for split in (part.split("[", 1)[0].strip() for part in expression.split("+")):
+        if split not in known:
+          raise TaskDataError(
+            f"{field}={expression!r}: TFDS dataset {name!r} has no split {split!r}; its splits are {known}"
+          )
 
 
 def tfds_label_names(

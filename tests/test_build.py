@@ -184,3 +184,33 @@ def test_build_data_job_builds_every_phase_and_stops(tmp_path):
   manifest = json.loads((tmp_path / "data" / "seq128" / records.MANIFEST).read_text())
   assert manifest["splits"]["train"]["instances"] > 0
   assert not (tmp_path / "checkpoints").exists()
+
+
+def test_chunks_close_at_a_document_or_character_limit():
+  """Each chunk but the last is the shortest run of at least 2 documents reaching either limit; the last is the
+  rest (itself full, or the whole split); together they are the split's documents in order."""
+
+  class Docs:
+    def __init__(self, lengths):
+      self.lengths = lengths
+
+    def documents(self):
+      for i, n in enumerate(self.lengths):
+        yield ["x" * n]
+
+  rng = np.random.default_rng(0)
+  for size, max_chars in ((5, 0), (100, 50), (4, 30), (3, 1)):
+    lengths = [int(x) for x in rng.integers(1, 40, size=60)]
+    chunks = list(
+      build_lib.plan_chunks(Docs(lengths), lambda i: False, ("train",), size, max_chars=max_chars)
+    )
+    assert [c.index for c in chunks] == list(range(len(chunks)))
+    assert [len(d[0]) for c in chunks for d in c.documents] == lengths
+
+    def full(docs):
+      chars = sum(len(d[0]) for d in docs)
+      return len(docs) >= 2 and (len(docs) >= size or (max_chars > 0 and chars >= max_chars))
+
+    for c in chunks[:-1]:
+      assert full(c.documents) and not full(c.documents[:-1])
+    assert full(chunks[-1].documents) or len(chunks) == 1

@@ -69,31 +69,63 @@ class Chunk:
 
 
 def plan_chunks(
-  source, held_out: Callable[[int], bool], wanted: tuple[str, ...], size: int, progress: dict | None = None
+  source,
+  held_out: Callable[[int], bool],
+  wanted: tuple[str, ...],
+  size: int,
+  progress: dict | None = None,
+  max_chars: int = 0,
 ) -> Iterator[Chunk]:
-  """The source's documents, in order, as each wanted split's chunks (see the module docstring)."""
-  buffers: dict[str, list[tuple[int, list[str]]]] = {split: [] for split in wanted}
-  made = dict.fromkeys(wanted, 0)
-
-  def chunk(split: str, items: list[tuple[int, list[str]]]) -> Chunk:
-    made[split] += 1
-    return Chunk(split, made[split] - 1, items[0][0], [doc for _, doc in items])
-
+  """The source's documents, in order, as each wanted split's chunks. A chunk is full at `size` documents or
+  `max_chars` characters (0: no limit), whichever comes first, and has at least 2 documents (NSP pairs across
+  documents); the split's tail, which is itself full or all there is, is the last chunk: a chunk is cut off the
+  buffer only once what follows it is full too. Size limits in characters keep chunks of long documents (a
+  speech, a book) as small as those of short ones, so workers share the work evenly."""
+  plans = {split: _ChunkPlan(split, size, max_chars) for split in wanted}
   for index, doc in enumerate(source.documents()):
     split = "validation" if held_out(index) else "train"
     if progress is not None:
       progress["documents_read"] += 1
       progress["bytes_read"] += sum(len(s.encode("utf-8")) for s in doc) + len(doc)
-    if split not in buffers:
-      continue
-    buffer = buffers[split]
-    buffer.append((index, doc))
-    if len(buffer) == 2 * size:
-      yield chunk(split, buffer[:size])
-      del buffer[:size]
+    if split in plans:
+      yield from plans[split].add(index, doc)
   for split in wanted:
-    if buffers[split]:
-      yield chunk(split, buffers[split])
+    yield from plans[split].finish()
+
+
+class _ChunkPlan:
+  """One split's chunking: a head (the next chunk, once full) and the rest after it."""
+
+  def __init__(self, split: str, size: int, max_chars: int):
+    self.split, self.size, self.max_chars = split, size, max_chars
+    self.buffer: list[tuple[int, list[str]]] = []
+    self.cut: int | None = None  # where the head ends once it is full
+    self.rest = [0, 0]  # documents and characters after the head (or in the head, before it is full)
+    self.made = 0
+
+  def _full(self, documents: int, chars: int) -> bool:
+    return documents >= 2 and (documents >= self.size or (self.max_chars > 0 and chars >= self.max_chars))
+
+  def add(self, index: int, doc: list[str]) -> Iterator[Chunk]:
+    self.buffer.append((index, doc))
+    self.rest[0] += 1
+    self.rest[1] += sum(len(s) for s in doc)
+    if not self._full(*self.rest):
+      return
+    if self.cut is None:  # the head just became full: what comes next is the rest
+      self.cut, self.rest = len(self.buffer), [0, 0]
+      return
+    yield self._chunk(self.buffer[: self.cut])
+    self.buffer = self.buffer[self.cut :]
+    self.cut, self.rest = len(self.buffer), [0, 0]  # the full rest is the new head
+
+  def finish(self) -> Iterator[Chunk]:
+    if self.buffer:
+      yield self._chunk(self.buffer)
+
+  def _chunk(self, items: list[tuple[int, list[str]]]) -> Chunk:
+    self.made += 1
+    return Chunk(self.split, self.made - 1, items[0][0], [doc for _, doc in items])
 
 
 # -------------------------------------------------------------------------------------------------

@@ -13,7 +13,8 @@ interrupted build never leaves a folder that looks complete. A `data_dir` that e
 
 Validation holds out whole documents (never instances of a training document), chosen by a seeded
 hash of the document's position in the source, so the choice does not depend on the other
-documents. Documents go through instance creation in chunks of `chunk_documents` (BERT's script
+documents. Documents go through instance creation in chunks of `chunk_documents` documents or `chunk_chars`
+characters, whichever is reached first (BERT's script
 likewise worked shard by shard): NSP's random next segments come from the same chunk, and memory
 stays bounded by the chunk, not the corpus.
 
@@ -97,6 +98,7 @@ def build_config(
   validation: float | int = 0.01,
   seed: int = 0,
   chunk_documents: int = 20_000,
+  chunk_chars: int = 1_000_000,
 ) -> dict[str, Any]:
   """Everything that changes the records; a stored dataset is reused only when this is equal."""
   if pair_task not in instances_lib.PAIR_TASKS:
@@ -114,6 +116,8 @@ def build_config(
     or chunk_documents < 2
   ):
     raise ValueError(f"chunk_documents={chunk_documents!r}; expected an integer >= 2")
+  if isinstance(chunk_chars, bool) or not isinstance(chunk_chars, (int, np.integer)) or chunk_chars < 0:
+    raise ValueError(f"chunk_chars={chunk_chars!r}; expected an integer >= 0 (0: no limit)")
   if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
     raise ValueError(f"seed={seed!r}; expected a non-negative integer")
   _check_validation(validation)
@@ -130,6 +134,7 @@ def build_config(
     "validation": validation if isinstance(validation, float) else int(validation),
     "seed": int(seed),
     "chunk_documents": int(chunk_documents),
+    "chunk_chars": int(chunk_chars),
   }
   # Stored as JSON, so compare as JSON (tuples become lists, and so on).
   return json.loads(json.dumps(config))
@@ -182,7 +187,10 @@ def _instances(
   """One split's instances in record order, made here chunk after chunk: what a build of any number of workers
   and hosts stores (`keep`: document index -> in this split)."""
   held_out = (lambda i: not keep(i)) if split == "train" else keep
-  for chunk in build_lib.plan_chunks(source, held_out, (split,), config["chunk_documents"]):
+  plan = build_lib.plan_chunks(
+    source, held_out, (split,), config["chunk_documents"], max_chars=config["chunk_chars"]
+  )
+  for chunk in plan:
     made, chunk_counts = build_lib.chunk_instances(chunk, tokenizer, config)
     for key, value in chunk_counts.items():
       counts[key] = counts.get(key, 0) + value
@@ -253,6 +261,7 @@ def build_pretraining_data(
   validation: float | int = 0.01,
   seed: int = 0,
   chunk_documents: int = 20_000,
+  chunk_chars: int = 1_000_000,
   on_mismatch: str = "error",
   workers: int = 1,
   process_index: int = 0,
@@ -287,6 +296,7 @@ def build_pretraining_data(
     validation=validation,
     seed=seed,
     chunk_documents=chunk_documents,
+    chunk_chars=chunk_chars,
   )
   workers = build_lib.resolve_workers(workers)
   if process_count == 1:  # alone, a stored build of this config is the answer; together, process 0 decides
@@ -396,7 +406,9 @@ def _build_shards(run: _Run) -> dict[str, int]:
   total = sum(f["bytes"] for f in config["source"].get("files", [])) or None
   who = f" [process {process_index}/{process_count}]" if process_count > 1 else ""
   progress = build_lib.Progress(f"{run.label}{who}", total)
-  chunks = build_lib.plan_chunks(source, run.held_out, wanted, config["chunk_documents"], progress.read)
+  chunks = build_lib.plan_chunks(
+    source, run.held_out, wanted, config["chunk_documents"], progress.read, max_chars=config["chunk_chars"]
+  )
   try:
     planned = build_lib.build_shards(
       run.partial,

@@ -14,6 +14,7 @@ The recipe is the issue's: format=paragraphs, MiniLM's vocabulary (uncased), seq
 from __future__ import annotations
 
 import argparse
+import glob
 import hashlib
 import json
 import os
@@ -104,14 +105,16 @@ def killed_and_resumed(args) -> dict:
   w = args.workers[0]
   data_dir = os.path.join(args.out, "data_killed")
   shutil.rmtree(data_dir, ignore_errors=True)
-  shutil.rmtree(data_dir + ".partial", ignore_errors=True)
+  for old in glob.glob(data_dir + ".partial-*"):
+    shutil.rmtree(old, ignore_errors=True)
   command = [sys.executable, __file__, "--one", "--workers", str(w), "--data-dir", data_dir]
   command += ["--dupe-factor", str(args.dupe_factor), "--corpus", *args.corpus]
   proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
   time.sleep(args.kill_after)
   os.killpg(proc.pid, signal.SIGKILL)  # the build and its workers, as a preempted VM would
   proc.wait()
-  shards = sorted(os.listdir(os.path.join(data_dir + ".partial", "shards")))
+  partials = glob.glob(data_dir + ".partial-*")
+  shards = sorted(os.listdir(os.path.join(partials[0], "shards"))) if partials else []
   published = os.path.exists(data_dir)
   resumed = _child(args, w, data_dir)
   reference_dir = os.path.join(args.out, "data_reference")

@@ -204,3 +204,41 @@ def assert_params_close(got, want, rtol=1e-5):
     else:
       error = np.linalg.norm(got[name] - want[name]) / np.linalg.norm(want[name])
       assert error <= rtol, (name, error)
+
+
+# --- two jax.distributed processes on this machine -------------------------------------------------------------
+
+
+def two_jax_processes(argv: list[str], devices_each: int, timeout: float) -> list[tuple[int, str]]:
+  """Runs `python ARGV` as processes 0 and 1 of one jax.distributed job over gloo on 127.0.0.1, each with
+  `devices_each` CPU devices; returns each process's (exit status, output)."""
+  import socket
+  import subprocess
+  import sys
+
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+  env = dict(
+    os.environ,
+    XLA_FLAGS=f"--xla_force_host_platform_device_count={devices_each}",
+    JAX_PLATFORMS="cpu",
+    JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
+    JAX_NUM_PROCESSES="2",
+  )
+  procs = [
+    subprocess.Popen(
+      [sys.executable, *argv],
+      env=dict(env, JAX_PROCESS_ID=str(i)),
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+      text=True,
+    )
+    for i in range(2)
+  ]
+  try:
+    outputs = [p.communicate(timeout=timeout)[0] for p in procs]
+  finally:
+    for p in procs:
+      p.kill()
+  return [(p.returncode, out) for p, out in zip(procs, outputs)]

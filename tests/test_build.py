@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -15,6 +14,7 @@ import pytest
 from bert_jax.data import build as build_lib
 from bert_jax.data import records, text
 from bert_jax.tokenization import Tokenizer
+from tests import helpers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLE = os.path.join(ROOT, "tests", "data", "sample_text.txt")
@@ -63,33 +63,8 @@ def test_two_worker_processes_write_the_same_records(one_worker, vocab_file, tmp
 
 
 def _two_processes(tmp_path, vocab_file, mode: str) -> list[tuple[int, str]]:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-  env = dict(
-    os.environ,
-    XLA_FLAGS="--xla_force_host_platform_device_count=1",
-    JAX_PLATFORMS="cpu",
-    JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
-    JAX_NUM_PROCESSES="2",
-  )
   worker = os.path.join(ROOT, "tests", "build_worker.py")
-  procs = [
-    subprocess.Popen(
-      [sys.executable, worker, str(tmp_path / "data"), SAMPLE, vocab_file, mode],
-      env=dict(env, JAX_PROCESS_ID=str(i)),
-      stdout=subprocess.PIPE,
-      stderr=subprocess.STDOUT,
-      text=True,
-    )
-    for i in range(2)
-  ]
-  try:
-    outputs = [p.communicate(timeout=300)[0] for p in procs]
-  finally:
-    for p in procs:
-      p.kill()
-  return [(p.returncode, out) for p, out in zip(procs, outputs)]
+  return helpers.two_jax_processes([worker, str(tmp_path / "data"), SAMPLE, vocab_file, mode], 1, timeout=300)
 
 
 def test_two_jax_processes_build_like_one(one_worker, vocab_file, tmp_path):

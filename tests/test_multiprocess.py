@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
-import sys
 
 import jax
 import numpy as np
@@ -18,38 +15,10 @@ from tests import helpers
 WORKER = os.path.join(os.path.dirname(__file__), "multiprocess_worker.py")
 
 
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
 def test_two_processes_train_like_one_and_checkpoint_restores_elsewhere(tmp_path):
-  port = _free_port()
-  env = dict(
-    os.environ,
-    XLA_FLAGS="--xla_force_host_platform_device_count=2",
-    JAX_PLATFORMS="cpu",
-    JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
-    JAX_NUM_PROCESSES="2",
-  )
-  procs = [
-    subprocess.Popen(
-      [sys.executable, WORKER, str(tmp_path)],
-      env=dict(env, JAX_PROCESS_ID=str(i)),
-      stdout=subprocess.PIPE,
-      stderr=subprocess.STDOUT,
-      text=True,
-    )
-    for i in range(2)
-  ]
-  try:
-    outputs = [p.communicate(timeout=420)[0] for p in procs]
-  finally:
-    for p in procs:
-      p.kill()
-  for i, (p, out) in enumerate(zip(procs, outputs)):
-    assert p.returncode == 0, f"process {i} failed:\n{out[-4000:]}"
+  results = helpers.two_jax_processes([WORKER, str(tmp_path)], devices_each=2, timeout=420)
+  for i, (code, out) in enumerate(results):
+    assert code == 0, f"process {i} failed:\n{out[-4000:]}"
 
   result = json.loads((tmp_path / "result.json").read_text())
   # each process fed only its own half of every batch

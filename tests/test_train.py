@@ -291,7 +291,8 @@ def test_init_from_a_huggingface_checkpoint_with_two_phases_in_bfloat16(corpus, 
   )
   result = train.train_and_evaluate(config, tmp_path / "run")
   assert result["step"] == 4
-  assert sorted(os.listdir(tmp_path / "run" / "data")) == ["seq32", "seq64"]
+  # one dataset per phase (and the lock file each build took beside it)
+  assert sorted(os.listdir(tmp_path / "run" / "data")) == ["seq32", "seq32.lock", "seq64", "seq64.lock"]
   state, step, _ = _final_state(tmp_path / "run")
   want = convert.flatten(bert_jax.from_pretrained(hf).params)
   got = convert.flatten(state["params"])

@@ -128,6 +128,14 @@ def scale_by_layer_decay(decay: float, num_layers: int) -> optax.GradientTransfo
   return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
 
+def check_names(optimizer, where: str = "optimizer") -> None:
+  """The optimizer block names a known optimizer and schedule; else an error naming the field and the choices."""
+  if optimizer.get("name") not in OPTIMIZERS:
+    raise ValueError(f"{where}.name={optimizer.get('name')!r}; choices: {list(OPTIMIZERS)}")
+  if optimizer.get("schedule") not in SCHEDULES:
+    raise ValueError(f"{where}.schedule={optimizer.get('schedule')!r}; choices: {list(SCHEDULES)}")
+
+
 def check_config(config, prefix: str = "config") -> None:
   """Every optimizer block of a (nested: the demo's stages) config names a known optimizer and schedule; called
   at start-up, before data is read or a model built."""
@@ -135,10 +143,7 @@ def check_config(config, prefix: str = "config") -> None:
     if not hasattr(value, "items"):
       continue
     if key == "optimizer":
-      if value.get("name") not in OPTIMIZERS:
-        raise ValueError(f"{prefix}.optimizer.name={value.get('name')!r}; choices: {list(OPTIMIZERS)}")
-      if value.get("schedule") not in SCHEDULES:
-        raise ValueError(f"{prefix}.optimizer.schedule={value.get('schedule')!r}; choices: {list(SCHEDULES)}")
+      check_names(value, f"{prefix}.optimizer")
     else:
       check_config(value, f"{prefix}.{key}")
 
@@ -150,6 +155,7 @@ def make_optimizer(
   weight_decay, grad_clip (0 disables), layer_decay (1.0 disables; needs num_layers) and total_steps unless given. Gradient
   accumulation happens in the train step (train_state.train_step_fn), so one optimizer step is one
   global batch."""
+  check_names(config)
   total_steps = config.total_steps if total_steps is None else total_steps
   if config.warmup_steps > total_steps:
     raise ValueError(f"optimizer.warmup_steps={config.warmup_steps} exceeds the run's {total_steps} steps")
@@ -164,8 +170,8 @@ def make_optimizer(
     opt = optax.lamb(
       lr, b1=config.b1, b2=config.b2, eps=config.eps, weight_decay=config.weight_decay, mask=decay_mask
     )
-  else:
-    raise ValueError(f"optimizer.name={config.name!r} is not an optimizer; choices: {list(OPTIMIZERS)}")
+  else:  # pragma: no cover - check_names refused it
+    raise AssertionError(config.name)
   layer_decay = config.layer_decay
   if not 0.0 < layer_decay <= 1.0:
     raise ValueError(f"optimizer.layer_decay={layer_decay}; expected a factor in (0, 1] (1 disables)")

@@ -53,7 +53,7 @@ MANIFEST = "manifest.json"
 FORMAT_VERSION = 2
 DATASET_NAME = "bert_jax_pretraining_instances"
 DATASET_VERSION = "1.0.0"
-SPLITS = ("train", "validation")
+SPLITS = build_lib.SPLITS  # ("train", "validation")
 _HOLDOUT_TAG = b"bert_jax.validation"
 
 

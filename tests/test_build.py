@@ -46,6 +46,12 @@ def _records(data_dir) -> dict[str, list[tuple[bytes, ...]]]:
   return out
 
 
+def _record_files(data_dir) -> dict[str, bytes]:
+  """The dataset's record files, byte for byte (the records serialize with sorted feature keys)."""
+  folder = data_dir / records.read_manifest(data_dir)["tfds_dir"]
+  return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if ".array_record-" in p.name}
+
+
 @pytest.fixture(scope="module")
 def one_worker(tmp_path_factory, vocab_file):
   data_dir = tmp_path_factory.mktemp("one") / "data"
@@ -59,6 +65,7 @@ def test_two_worker_processes_write_the_same_records(one_worker, vocab_file, tmp
   two = _build(tmp_path / "data", vocab_file, workers=2)
   assert two["splits"] == manifest["splits"] and two["config"] == manifest["config"]
   assert _records(tmp_path / "data") == _records(data_dir)
+  assert _record_files(tmp_path / "data") == _record_files(data_dir)
   assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "data.lock"]  # shards gone once published
 
 
@@ -73,6 +80,7 @@ def test_two_jax_processes_build_like_one(one_worker, vocab_file, tmp_path):
   for i, (code, out) in enumerate(_two_processes(tmp_path, vocab_file, "ok")):
     assert code == 0, f"process {i} failed:\n{out[-4000:]}"
   assert _records(tmp_path / "data") == _records(one_worker[0])
+  assert _record_files(tmp_path / "data") == _record_files(one_worker[0])
 
 
 def test_a_failure_on_one_process_stops_both(vocab_file, tmp_path):

@@ -332,7 +332,12 @@ def test_interrupted_build_resumes_and_never_publishes_a_partial_dataset(
     build(data_dir, tokenizer)
   (partial,) = tmp_path.glob("data.partial-*")  # nothing that looks complete: no data_dir
   assert sorted(p.name for p in tmp_path.iterdir()) == ["data.lock", partial.name]
-  assert sorted(p.name for p in (partial / "shards").iterdir()) == ["train-000000.npz", "train-000001.npz"]
+  assert sorted(p.name for p in (partial / "shards").iterdir()) == [
+    "train-000000.array_record",
+    "train-000000.json",
+    "train-000001.array_record",
+    "train-000001.json",
+  ]
   with pytest.raises(FileNotFoundError, match="no pretraining data"):
     records.open_split(data_dir, "train")
 

@@ -4,7 +4,8 @@ build resumes where it stopped.
 
   data_dir.partial-<config hash>/ work in progress, kept across interruptions (never read as a dataset)
     build.json                    the build configuration the shards belong to
-    shards/train-000012.npz       one finished chunk: its instances (rows end to end + offsets) and counts
+    shards/train-000012.array_record  one finished chunk's records, serialized as the dataset stores them
+    shards/train-000012.json          its counts, written last: the chunk is finished when this exists
   data_dir.lock                   flock'd by process 0 from its decision to build until it publishes
 
 A chunk is `chunk_documents` to 2 * chunk_documents - 1 consecutive documents of one split (the tail joins the
@@ -12,8 +13,9 @@ last chunk). Its seed is (seed, split, chunk index) only, so the records are the
 of worker processes (`data.workers`) or hosts, and a build can move between machines. Worker processes are
 started with "spawn" (the runner's process holds JAX's threads, which fork would copy in a broken state) and get
 the tokenizer once; chunks go to them a few at a time, so memory is bounded by the chunk size and the worker
-count, not the corpus. In a multi-host job, process i builds chunks i, i + n, i + 2n, ...; process 0 then writes
-the one array_record dataset and its manifest from every shard (records.py) and publishes it by one rename.
+count, not the corpus. In a multi-host job, process i builds chunks i, i + n, i + 2n, ...; process 0 then links
+every shard into one TFDS dataset (data/tfds_shards.py), writes its manifest (records.py) and publishes it by one
+rename: the records are serialized once, in parallel, and never read again by the build.
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ from typing import Any
 import numpy as np
 
 from bert_jax.data import instances as instances_lib
-from bert_jax.files import atomic_path, write_json
+from bert_jax.data import tfds_shards
+from bert_jax.files import write_json
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +46,7 @@ _CHUNK_TAG = 0x63686E6B  # "chnk": chunk seeds never coincide with other streams
 _SPELLED_SPECIALS = ("[PAD]", "[CLS]", "[SEP]", "[MASK]")
 _TOKENIZE_BATCH = 1000  # sentences per tokenizer call: enough for the engine's threads
 PROGRESS_SECONDS = 30.0
+SHARD_LAYOUT = 2  # 2: TFDS-serialized array_record records + a JSON of counts per chunk (1: npz)
 
 
 class BuildError(ValueError):
@@ -194,42 +198,42 @@ def chunk_instances(chunk: Chunk, tokenizer, config: dict[str, Any]) -> tuple[li
 
 
 def shard_path(partial_dir: str, split: str, index: int) -> str:
-  return os.path.join(partial_dir, "shards", f"{split}-{index:06d}.npz")
+  """One finished chunk's records, serialized as the dataset stores them (array_record): publishing links the
+  file into the dataset instead of passing its records through one process again."""
+  return os.path.join(partial_dir, "shards", f"{split}-{index:06d}.array_record")
 
 
-def write_shard(path: str, made: list[dict], counts: dict[str, int], names: tuple[str, ...]) -> None:
-  """One chunk's instances, each feature's rows end to end with their offsets; written atomically."""
-  arrays: dict[str, np.ndarray] = {f"count_{k}": np.int64(v) for k, v in counts.items()}
-  for name in names:
-    if name == "pair_label":
-      arrays[name] = np.array([x[name] for x in made], dtype=np.int32)
-      continue
-    rows = [np.asarray(x[name], dtype=np.int32) for x in made]
-    arrays[name] = np.concatenate(rows) if rows else np.zeros(0, np.int32)
-    arrays[f"{name}_offsets"] = np.cumsum([0] + [len(r) for r in rows]).astype(np.int64)
+def shard_info_path(partial_dir: str, split: str, index: int) -> str:
+  """The chunk's counts and record bytes, written after its records: a chunk is finished when this exists."""
+  return os.path.join(partial_dir, "shards", f"{split}-{index:06d}.json")
+
+
+def feature_specs(names: tuple[str, ...]) -> dict[str, Any]:
+  """The dataset's TFDS features: a scalar for the label, variable-length int32 rows for the rest (unpadded)."""
+  import tensorflow_datasets as tfds  # heavy; imported where records are written
+
+  return {n: tfds.features.Tensor(shape=() if n == "pair_label" else (None,), dtype=np.int32) for n in names}
+
+
+def write_shard(
+  partial_dir: str, split: str, index: int, made: list[dict], counts: dict[str, int], encode
+) -> None:
+  """One chunk's instances (`encode`: a tfds_shards.Encoder of the dataset's features) and then its counts."""
+  path = shard_path(partial_dir, split, index)
   os.makedirs(os.path.dirname(path), exist_ok=True)
-  with atomic_path(path) as tmp, open(tmp, "wb") as f:
-    np.savez(f, **arrays)
+  names = tuple(encode.features.keys())
+  records = (encode({n: np.asarray(x[n], dtype=np.int32) for n in names}) for x in made)
+  _, size = tfds_shards.write_records(path, records)
+  write_json(shard_info_path(partial_dir, split, index), dict(counts, bytes=size))
 
 
-def read_shard(path: str, names: tuple[str, ...]) -> tuple[Iterator[dict[str, np.ndarray]], dict[str, int]]:
-  """(the shard's instances in order, its counts)."""
-  with np.load(path) as z:
-    data = {k: z[k] for k in z.files}
-  counts = {k: int(data[f"count_{k}"]) for k in COUNTS}
-
-  def rows():
-    for i in range(counts["instances"]):
-      out = {}
-      for name in names:
-        if name == "pair_label":
-          out[name] = data[name][i]
-        else:
-          offsets = data[f"{name}_offsets"]
-          out[name] = data[name][offsets[i] : offsets[i + 1]]
-      yield out
-
-  return rows(), counts
+def read_shard_info(partial_dir: str, split: str, index: int) -> dict[str, int] | None:
+  """A finished chunk's counts (and `bytes`); None when the chunk is not finished."""
+  try:
+    with open(shard_info_path(partial_dir, split, index), encoding="utf-8") as f:
+      return json.load(f)
+  except FileNotFoundError:
+    return None
 
 
 # -------------------------------------------------------------------------------------------------
@@ -239,13 +243,16 @@ _WORKER: dict[str, Any] = {}
 
 
 def _init_worker(tokenizer, config: dict[str, Any], names: tuple[str, ...], partial_dir: str) -> None:
-  _WORKER.update(tokenizer=tokenizer, config=config, names=names, partial_dir=partial_dir)
+  _WORKER.update(tokenizer=tokenizer, config=config, names=names, partial_dir=partial_dir, encode=None)
 
 
 def _run_chunk(chunk: Chunk) -> dict[str, int]:
   """Builds one chunk into its shard file (in a worker or inline); returns its counts."""
+  # Made in the worker: TFDS's feature objects do not travel to spawned processes.
+  if _WORKER["encode"] is None:
+    _WORKER["encode"] = tfds_shards.Encoder(feature_specs(_WORKER["names"]))
   made, counts = chunk_instances(chunk, _WORKER["tokenizer"], _WORKER["config"])
-  write_shard(shard_path(_WORKER["partial_dir"], chunk.split, chunk.index), made, counts, _WORKER["names"])
+  write_shard(_WORKER["partial_dir"], chunk.split, chunk.index, made, counts, _WORKER["encode"])
   return counts
 
 
@@ -326,7 +333,7 @@ def build_shards(
   try:
     for chunk in chunks:
       planned[chunk.split] = chunk.index + 1
-      if not mine(chunk) or _reused(chunk, partial_dir, names, progress):
+      if not mine(chunk) or _reused(chunk, partial_dir, progress):
         continue
       if workers == 1:
         _run_here(chunk, progress)
@@ -356,12 +363,11 @@ def build_shards(
   return planned
 
 
-def _reused(chunk: Chunk, partial_dir: str, names, progress: Progress) -> bool:
+def _reused(chunk: Chunk, partial_dir: str, progress: Progress) -> bool:
   """True when the chunk's shard is there already (a resumed build)."""
-  path = shard_path(partial_dir, chunk.split, chunk.index)
-  if not os.path.exists(path):
+  counts = read_shard_info(partial_dir, chunk.split, chunk.index)
+  if counts is None:
     return False
-  _, counts = read_shard(path, names)
   progress.done(counts, reused=True)
   return True
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
-import functools
 import hashlib
 import json
 import logging
@@ -43,7 +42,8 @@ import numpy as np
 
 from bert_jax.data import build as build_lib
 from bert_jax.data import instances as instances_lib
-from bert_jax.data.tfds_source import write_array_record_dataset
+from bert_jax.data import tfds_shards
+from bert_jax.data.tfds_source import write_array_record_dataset  # noqa: F401  (re-exported: test fixtures)
 from bert_jax.files import write_json
 
 logger = logging.getLogger(__name__)
@@ -304,9 +304,9 @@ def build_pretraining_data(
     if existing is not None and not config_differences(existing["config"], config):
       return existing
   held_out = _validation_indices(source, config["validation"], config["seed"])  # a bad count fails here
-  partial = (
-    f"{data_dir}.partial-{hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]}"
-  )
+  # The shards' layout is part of the name: a partial build in an older layout is never resumed as this one.
+  key = json.dumps(dict(config, shard_layout=build_lib.SHARD_LAYOUT), sort_keys=True)
+  partial = f"{data_dir}.partial-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
   run = _Run(
     data_dir, partial, source, tokenizer, config, held_out, workers, process_index, process_count, label
   )
@@ -454,8 +454,8 @@ def _build_into(
   planned: dict[str, int],
   timings: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-  """The TFDS dataset and manifest from every chunk's shard, split by split in chunk order. `timings`: how long
-  process 0's shards took (recorded in the manifest with the time the writing took)."""
+  """The TFDS dataset (every chunk's shard linked in, split by split in chunk order) and its manifest. `timings`:
+  how long process 0's shards took (recorded in the manifest with the time the assembly took)."""
   start = time.perf_counter()
   names = record_features(config)
   with open(os.path.join(partial, "build.json"), encoding="utf-8") as f:
@@ -463,38 +463,38 @@ def _build_into(
       raise build_lib.BuildError(
         f"{partial} holds shards of another configuration; delete it and build again"
       )
+  infos = {
+    split: [build_lib.read_shard_info(partial, split, i) for i in range(n)] for split, n in planned.items()
+  }
   missing = [
-    build_lib.shard_path(partial, split, i)
-    for split, n in planned.items()
-    for i in range(n)
-    if not os.path.exists(build_lib.shard_path(partial, split, i))
+    build_lib.shard_info_path(partial, split, i)
+    for split, per_chunk in infos.items()
+    for i, info in enumerate(per_chunk)
+    if info is None
   ]
   if missing:
     raise build_lib.BuildError(
       f"{len(missing)} chunk shards are missing, e.g. {missing[0]}: in a multi-host build every host must "
       "write data_dir.partial on a file system they all share (docs/scale.md)"
     )
-  counts = {split: dict.fromkeys(build_lib.COUNTS, 0) for split in planned}
-  tfds = _tfds()
-  # Scalars for the label, variable-length int32 rows for the rest (stored unpadded).
-  features = {
-    n: tfds.features.Tensor(shape=() if n == "pair_label" else (None,), dtype=np.int32) for n in names
+  counts = {
+    split: {key: sum(info[key] for info in per_chunk) for key in build_lib.COUNTS}
+    for split, per_chunk in infos.items()
   }
-
-  def examples(split):
-    for i in range(planned[split]):
-      rows, chunk_counts = build_lib.read_shard(build_lib.shard_path(partial, split, i), names)
-      for key, value in chunk_counts.items():
-        counts[split][key] += value
-      yield from rows
-    if not counts[split]["instances"]:
+  for split, split_counts in counts.items():
+    if not split_counts["instances"]:
       raise ValueError(
-        f"the {split} split has no instances ({counts[split]['documents']} documents): the corpus is too "
+        f"the {split} split has no instances ({split_counts['documents']} documents): the corpus is too "
         f"small for validation={config['validation']!r}, or its text tokenizes to nothing"
       )
-
-  splits = {split: functools.partial(examples, split) for split in planned}
-  builder_dir = write_array_record_dataset(tmp, DATASET_NAME, features, splits)
+  shards = {
+    split: [
+      (build_lib.shard_path(partial, split, i), info["instances"], info["bytes"])
+      for i, info in enumerate(per_chunk)
+    ]
+    for split, per_chunk in infos.items()
+  }
+  builder_dir = tfds_shards.assemble(tmp, DATASET_NAME, build_lib.feature_specs(names), shards)
   manifest = {
     "config": config,
     "features": list(names),

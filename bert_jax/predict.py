@@ -11,9 +11,9 @@ with a "task" entry, params.safetensors, tokenizer files), or a HuggingFace Bert
 (BertForSequenceClassification, BertForTokenClassification, BertForQuestionAnswering,
 BertForMultipleChoice), whose config.json names the architecture and labels.
 
-CLI, JSON lines in and out (a plain line is {"text": line}):
+CLI, JSON lines in and out (a plain line is {"text": line}), one output line per input line:
 
-    python -m bert_jax.predict --model DIR FILE|-
+    python -m bert_jax.predict --model DIR FILE|-   [--blank empty: a blank line answers {"empty": true}]
     python -m bert_jax.predict --model DIR --save-hf OUT   # as a HuggingFace BertFor<Task> folder
 
   classification / regression / tagging: {"text": ..., "pair": ...}
@@ -45,10 +45,24 @@ from bert_jax.predictor import Predictor
 # --- reading and writing JSON lines --------------------------------------------------------------
 
 
-def read_examples(lines: Iterable[str], source: str) -> Iterator[dict]:
+BLANK = ("error", "empty")
+
+
+def read_examples(lines: Iterable[str], source: str, blank: str = "error") -> Iterator[dict]:
+  """One record per line, in order. A blank or whitespace-only line is an error naming it (blank="error"), or a
+  record {"_blank": True} that answers with {"empty": true} (blank="empty"): output line i always answers input
+  line i, which callers that align by line number (a GLUE test submission) rely on."""
+  if blank not in BLANK:
+    raise ValueError(f"blank={blank!r}; expected one of {BLANK}")
   for number, line in enumerate(lines, 1):
-    line = line.rstrip("\n")
+    line = line.rstrip("\n").rstrip("\r")
     if not line.strip():
+      if blank == "error":
+        raise ValueError(
+          f"{source}:{number}: blank line; every line is one example and gets one output line. Remove it, "
+          'or pass --blank empty to answer it with {"empty": true}'
+        )
+      yield {"_line": number, "_blank": True}
       continue
     if line.startswith("{"):
       try:
@@ -168,6 +182,13 @@ def _parser() -> argparse.ArgumentParser:
     metavar="DIR",
     help="write the fine-tuned model as a HuggingFace BertFor<Task> folder to DIR and exit (no input)",
   )
+  parser.add_argument(
+    "--blank",
+    choices=BLANK,
+    default="error",
+    help="a blank input line: stop with an error naming it (default), or answer it with {\"empty\": true}; "
+    "either way output line i answers input line i",
+  )
   parser.add_argument("input", nargs="?", help="a text or JSON-lines file, or - for standard input")
   return parser
 
@@ -199,14 +220,20 @@ def _open_input(path: str):
 
 def _answer_lines(args: argparse.Namespace, predictor, bert, stream, source: str) -> None:
   """Writes one JSON line per input line to standard output."""
-  for chunk in _chunks(read_examples(stream, source), 8 * args.batch_size):
-    lines = (
-      _task_lines(predictor, chunk, source, args.batch_size)
-      if predictor is not None
-      else _embedding_lines(bert, chunk, source, args.max_length, args.batch_size)
+  for chunk in _chunks(read_examples(stream, source, args.blank), 8 * args.batch_size):
+    examples = [r for r in chunk if not r.get("_blank")]
+    answers = iter(
+      (
+        _task_lines(predictor, examples, source, args.batch_size)
+        if predictor is not None
+        else _embedding_lines(bert, examples, source, args.max_length, args.batch_size)
+      )
+      if examples
+      else ()
     )
-    for record in lines:
-      sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
+    for record in chunk:
+      out = {"empty": True} if record.get("_blank") else next(answers)
+      sys.stdout.write(json.dumps(out, ensure_ascii=False) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:

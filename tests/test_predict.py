@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from bert_jax import batching, convert
+from bert_jax import batching, convert, predict
 from bert_jax.predict import Predictor, PredictorError, bio_entities, words_from_pieces
 from tests import helpers
 
@@ -118,14 +118,19 @@ def test_run_by_length_keeps_order_and_compiles_few_shapes():
 
 def test_cli_classifies_json_lines(classifier_dir):
   path, model = classifier_dir
-  lines = ["the day is long.", json.dumps({"text": "the day", "pair": "is long", "id": 7})]
-  result = _cli(["--model", path, "-"], stdin="\n".join(lines) + "\n")
+  lines = ["the day is long.", "", json.dumps({"text": "the day", "pair": "is long", "id": 7}), " \t"]
+  result = _cli(["--model", path, "--blank", "empty", "-"], stdin="\n".join(lines) + "\n")
   assert result.returncode == 0, result.stderr
   records = [json.loads(line) for line in result.stdout.splitlines()]
-  assert records[0]["text"] == "the day is long." and records[1]["id"] == 7  # input fields come back
+  assert len(records) == len(lines)  # output line i answers input line i, blank lines included
+  assert records[0]["text"] == "the day is long." and records[2]["id"] == 7  # input fields come back
+  assert records[1] == records[3] == {"empty": True}
   predictor = Predictor.from_pretrained(path)
   assert records[0]["label"] == predictor.predict("the day is long.")["label"]
-  assert records[1]["label"] == predictor.predict(["the day"], ["is long"])[0]["label"]
+  assert records[2]["label"] == predictor.predict(["the day"], ["is long"])[0]["label"]
+  # By default a blank line stops the run, naming it, before anything is written for it.
+  with pytest.raises(ValueError, match=r"in.txt:2: blank line; every line is one example"):
+    list(predict.read_examples(["a\n", "  \n", "b\n"], "in.txt"))
 
 
 def test_words_and_entities_keep_character_offsets(tmp_path):

@@ -1,10 +1,13 @@
 """One process of the 2-process pretraining-data build in test_build.py (not a test module itself).
 
 JAX_COORDINATOR_ADDRESS=127.0.0.1:PORT JAX_NUM_PROCESSES=2 JAX_PROCESS_ID=i python tests/build_worker.py DATA_DIR CORPUS VOCAB ok|fail1
+python tests/build_worker.py DATA_DIR CORPUS VOCAB race   # two independent jobs racing for one DATA_DIR
 """
 
+import logging
 import os
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -18,7 +21,10 @@ from tests.test_build import BUILD  # noqa: E402
 
 
 def main(data_dir: str, corpus: str, vocab: str, mode: str) -> None:
-  assert distributed.initialize("auto"), "the environment should describe a 2-process job"
+  if mode == "race":
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+  else:
+    assert distributed.initialize("auto"), "the environment should describe a 2-process job"
   built = []
   original = records.build_lib.chunk_instances
 
@@ -26,6 +32,8 @@ def main(data_dir: str, corpus: str, vocab: str, mode: str) -> None:
     built.append(chunk.index)
     if mode == "fail1" and jax.process_index() == 1:
       raise RuntimeError("simulated failure")
+    if mode == "race" and len(built) == 1:
+      time.sleep(3)  # the other job reaches the lock while this one builds
     return original(chunk, *args, **kwargs)
 
   records.build_lib.chunk_instances = counting
@@ -39,7 +47,8 @@ def main(data_dir: str, corpus: str, vocab: str, mode: str) -> None:
     **BUILD,
   )
   print("chunks built here:", sorted(built), flush=True)
-  assert built and all(i % 2 == jax.process_index() for i in built), built
+  if mode != "race":
+    assert built and all(i % 2 == jax.process_index() for i in built), built
 
 
 if __name__ == "__main__":

@@ -83,6 +83,25 @@ def test_two_jax_processes_build_like_one(one_worker, vocab_file, tmp_path):
   assert _record_files(tmp_path / "data") == _record_files(one_worker[0])
 
 
+def test_two_jobs_racing_for_one_data_dir_build_it_once(one_worker, vocab_file, tmp_path):
+  """Two independent jobs start building one data_dir at once: one builds, the other waits on the lock and then
+  reuses what the first published; the dataset is the single build's."""
+  worker = os.path.join(ROOT, "tests", "build_worker.py")
+  argv = [sys.executable, worker, str(tmp_path / "data"), SAMPLE, vocab_file, "race"]
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  procs = [
+    subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in "ab"
+  ]
+  outs = [p.communicate(timeout=300)[0] for p in procs]
+  for p, out in zip(procs, outs):
+    assert p.returncode == 0, out[-4000:]
+  built = sorted(outs, key=lambda out: "chunks built here: []" in out)
+  assert "chunks built here: []" not in built[0] and "chunks built here: []" in built[1], outs
+  assert "another process is building" in built[1] and "reusing the pretraining data" in built[1]
+  assert _record_files(tmp_path / "data") == _record_files(one_worker[0])
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "data.lock"]
+
+
 def test_a_failure_on_one_process_stops_both(vocab_file, tmp_path):
   """Process 1 fails in its first chunk: it names the chunk, process 0 says another process failed; neither
   waits forever at a barrier, nothing is published."""

@@ -82,6 +82,24 @@ _LAYER_RULES: dict[str, tuple[str, _Transform]] = {
   "output.LayerNorm.weight": ("mlp_norm/scale", _COPY),
   "output.LayerNorm.bias": ("mlp_norm/bias", _COPY),
 }
+# The masked-LM head (the word-embedding decoder aside, which is the encoder's): bert_jax path ->
+# (HuggingFace name, Google TF name), for errors in the checkpoint's own terms.
+MLM_HEAD: dict[str, tuple[str, str]] = {
+  "mlm/transform/kernel": (
+    "cls.predictions.transform.dense.weight",
+    "cls/predictions/transform/dense/kernel",
+  ),
+  "mlm/transform/bias": ("cls.predictions.transform.dense.bias", "cls/predictions/transform/dense/bias"),
+  "mlm/transform_norm/scale": (
+    "cls.predictions.transform.LayerNorm.weight",
+    "cls/predictions/transform/LayerNorm/gamma",
+  ),
+  "mlm/transform_norm/bias": (
+    "cls.predictions.transform.LayerNorm.bias",
+    "cls/predictions/transform/LayerNorm/beta",
+  ),
+  "mlm/output_bias": ("cls.predictions.bias", "cls/predictions/output_bias"),
+}
 _LAYER_KEY = re.compile(r"^encoder\.layer\.(\d+)\.(.+)$")
 # Buffers and weights tied to others: known, carry nothing of their own.
 _TIED_OR_BUFFERS = {
@@ -194,7 +212,11 @@ def params_to_hf(params: Mapping, config: BertConfig) -> dict[str, np.ndarray]:
 
 # --- Google's original TensorFlow names ------------------------------------------------------
 
-_TF_SLOTS = re.compile(r"(/adam_[mv]|/Adam(_\d+)?|/Momentum|/LAMB.*)$|^global_step$|^(bad_steps|loss_scale)")
+# Optimizer slots (BERT's AdamWeightDecay and MLPerf's LAMB keep `<weight>/adam_m`, `/adam_v`), step counters and
+# mixed-precision loss-scale state: not weights.
+_TF_SLOTS = re.compile(
+  r"(/adam_[mv]|/Adam(_\d+)?|/Momentum|/LAMB.*|/AdamWeightDecayOptimizer(_\d+)?)$|^global_step$|^(bad_steps|loss_scale)"
+)
 
 
 def tf_to_hf_state(

@@ -3,17 +3,21 @@ checkpoint folder or a bert_jax export, with its tokenizer, ready to `encode(tex
 
 Formats, detected from the folder's files:
 - HuggingFace: config.json + model.safetensors (preferred) or pytorch_model.bin (+ vocab.txt or tokenizer.json)
-- Google: bert_config.json + bert_model.ckpt.index/.data-* + vocab.txt (read without TensorFlow)
+- Google: bert_config.json + bert_model.ckpt.index/.data-* (or model.ckpt-STEP.*, as training writes them)
+  + vocab.txt, read without TensorFlow
 - bert_jax: bert_jax_config.json + params.safetensors (bert_jax's own parameter tree) + tokenizer files
+
+`load_weights` reads the config and weights alone (no tokenizer), also from a Google checkpoint prefix with
+its config file elsewhere (MLPerf's layout): what jobs that take token ids, not text, need.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import glob
 import logging
 import os
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -171,13 +175,17 @@ def write_bert_jax_folder(directory: str, config: BertConfig, params, tokenizer,
   )
 
 
+# A TF checkpoint's index: Google's releases name it bert_model.ckpt.index, a TF1 training run model.ckpt-STEP.index.
+_TF_INDEX = re.compile(r"\.ckpt(-\d+)?\.index$")
+
+
 def detect_format(path: str) -> str:
   if not os.path.isdir(path):
     raise FileNotFoundError(f"{path}: not a directory (expected a checkpoint folder)")
   names = set(os.listdir(path))
   if BERT_JAX_CONFIG in names:
     return "bert_jax"
-  if "bert_config.json" in names or any(n.endswith(".ckpt.index") for n in names):
+  if "bert_config.json" in names or any(_TF_INDEX.search(n) for n in names):
     return "google"
   if "config.json" in names:
     return "huggingface"
@@ -223,15 +231,16 @@ def from_pretrained(
   """
   path = hub.local_folder(path)
   kind = detect_format(path)
-  overrides = dict(pooling=pooling, dtype=dtype, param_dtype=param_dtype, **config_overrides)
-  overrides = {k: v for k, v in overrides.items() if v is not None}
-  config, params, source, tokenizer = _read_folder(path, kind, overrides, strict, lowercase)
-  params = _keep_encoder_and_heads(params, config, heads, path)
-  if config.pooling == "cls" and "pooler" not in params["bert"]:
-    params["bert"]["pooler"] = _fresh_pooler(config, path)
-  _check_shapes(params, config, heads, path, source)
-
-  params = jax.tree.map(lambda a: jnp.asarray(a, jnp.dtype(config.param_dtype)), params)
+  config, params, _ = load_weights(
+    path,
+    heads=heads,
+    strict=strict,
+    pooling=pooling,
+    dtype=dtype,
+    param_dtype=param_dtype,
+    **config_overrides,
+  )
+  tokenizer = Tokenizer.from_pretrained(path) if kind == "bert_jax" else _tokenizer(path, lowercase)
   if scan_layers:
     params = scan_params(params, config.num_layers)
     config = config.replace(scan_layers=True)
@@ -242,22 +251,80 @@ def from_pretrained(
   return PretrainedBert(config=config, params=params, tokenizer=tokenizer, source=path)
 
 
-def _read_folder(
-  path: str, kind: str, overrides: dict, strict: bool, lowercase: bool | None
-) -> tuple[BertConfig, dict, str, Tokenizer]:
-  """The folder's config, parameter tree (with whatever heads it holds), weights file and tokenizer."""
-  if kind == "bert_jax":
-    config, params = _load_bert_jax(path, overrides)
-    return config, params, os.path.join(path, BERT_JAX_PARAMS), Tokenizer.from_pretrained(path)
-  if kind == "huggingface":
-    config = BertConfig.from_hf_dict(
-      read_json(os.path.join(path, "config.json")), source=os.path.join(path, "config.json"), **overrides
-    )
-    state, source = convert.read_hf_weights(path)
-    params = convert.hf_to_params(state, config, source=source, strict=strict)
+def load_weights(
+  path: str | os.PathLike,
+  *,
+  heads: bool | None = None,
+  config_file: str | os.PathLike = "",
+  strict: bool = True,
+  **overrides: Any,
+) -> tuple[BertConfig, dict, str]:
+  """(config, parameter tree, weights file) of a checkpoint, without its tokenizer: a folder of any of the
+  three formats, `hf://ORG/NAME`, or a Google TF checkpoint prefix (`.../model.ckpt-28252`).
+
+  config_file: the bert_config.json / config.json when it is not beside the weights (MLPerf keeps it apart
+    from its tf1_ckpt folder); empty: the checkpoint folder's own.
+  heads: as in from_pretrained; True also fails, naming the checkpoint's missing variables, unless the
+    masked-LM head is complete.
+  Other keyword arguments (None: unchanged) override BertConfig fields.
+  """
+  path = hub.local_folder(path)
+  overrides = {k: v for k, v in overrides.items() if v is not None}
+  config, params, source, kind = _read_weights(path, overrides, strict, os.fspath(config_file))
+  if heads:
+    _require_mlm_head(params, kind, source)
+  params = _keep_encoder_and_heads(params, config, heads, path)
+  if config.pooling == "cls" and "pooler" not in params["bert"]:
+    params["bert"]["pooler"] = _fresh_pooler(config, path)
+  _check_shapes(params, config, source)
+  params = jax.tree.map(lambda a: jnp.asarray(a, jnp.dtype(config.param_dtype)), params)
+  return config, params, source
+
+
+def _read_weights(
+  path: str, overrides: dict, strict: bool, config_file: str
+) -> tuple[BertConfig, dict, str, str]:
+  """The checkpoint's config, parameter tree (with whatever heads it holds), weights file and format."""
+  from bert_jax.tf_checkpoint import find_checkpoint_prefix
+
+  if os.path.isdir(path):
+    kind = detect_format(path)
+  elif os.path.isfile(find_checkpoint_prefix(path) + ".index"):
+    kind = "google"  # a checkpoint prefix, or its .index or data file
   else:
-    config, params, source = _load_google(path, overrides, strict)
-  return config, params, source, _tokenizer(path, lowercase)
+    raise FileNotFoundError(
+      f"{path}: no such checkpoint folder or TF checkpoint prefix (expected a folder, or a prefix such as "
+      ".../model.ckpt-28252 with its .index beside it)"
+    )
+  if kind == "bert_jax":
+    if config_file:
+      raise ValueError(
+        f"{path}: a bert_jax export carries its own {BERT_JAX_CONFIG}; give no separate config file"
+      )
+    config, params = _load_bert_jax(path, overrides)
+    return config, params, os.path.join(path, BERT_JAX_PARAMS), kind
+  if kind == "huggingface":
+    config_path = config_file or os.path.join(path, "config.json")
+    config = BertConfig.from_hf_dict(read_json(config_path), source=config_path, **overrides)
+    state, source = convert.read_hf_weights(path)
+    return config, convert.hf_to_params(state, config, source=source, strict=strict), source, kind
+  config, params, source = _load_google(path, overrides, strict, config_file)
+  return config, params, source, kind
+
+
+def _require_mlm_head(params: dict, kind: str, source: str) -> None:
+  """Fails, naming what is missing in the checkpoint's own terms, unless the masked-LM head is complete."""
+  flat = convert.flatten(params)
+  missing = [path for path in convert.MLM_HEAD if path not in flat]
+  if not missing:
+    return
+  column = {"google": 1, "huggingface": 0}.get(kind)
+  names = [path if column is None else convert.MLM_HEAD[path][column] for path in missing]
+  raise convert.ConversionError(
+    f"{source}: the checkpoint has no complete masked-LM head: missing {names}. Masked-token predictions need "
+    "the pretraining head (a Google checkpoint's cls/predictions/*, HuggingFace BertForPreTraining or "
+    "BertForMaskedLM); an encoder-only checkpoint (BertModel) cannot be scored"
+  )
 
 
 def _keep_encoder_and_heads(params: dict, config: BertConfig, heads: bool | None, path: str) -> dict:
@@ -298,13 +365,9 @@ def _fresh_pooler(config: BertConfig, path: str) -> dict:
   }
 
 
-def _check_shapes(params: dict, config: BertConfig, heads: bool | None, path: str, source: str) -> None:
+def _check_shapes(params: dict, config: BertConfig, source: str) -> None:
   """Fails unless `params` is exactly the tree the model for `config` (with the heads present) creates."""
   has_heads = "mlm" in params
-  if heads and not has_heads:
-    raise convert.ConversionError(
-      f"{path}: heads=True but the checkpoint has no MLM head (cls.predictions.*)"
-    )
   module = BertForPreTraining(config, nsp="nsp_head" in params) if has_heads else BertModel(config)
   expected = _shape_tree(module)
   if not has_heads:
@@ -338,18 +401,21 @@ def _load_bert_jax(path: str, overrides: dict) -> tuple[BertConfig, dict]:
   return config, convert.unflatten(load_file(params_path))
 
 
-def _load_google(path: str, overrides: dict, strict: bool) -> tuple[BertConfig, dict, str]:
-  from bert_jax.tf_checkpoint import read_tf_checkpoint
+def _load_google(
+  path: str, overrides: dict, strict: bool, config_file: str = ""
+) -> tuple[BertConfig, dict, str]:
+  from bert_jax.tf_checkpoint import find_checkpoint_prefix, read_tf_checkpoint
 
-  config_path = os.path.join(path, "bert_config.json")
-  config = BertConfig.from_hf_dict(read_json(config_path), source=config_path, **overrides)
-  indexes = sorted(glob.glob(os.path.join(path, "*.ckpt.index")))
-  if len(indexes) != 1:
+  # A folder holds one checkpoint (or a `checkpoint` file naming one); a prefix names it directly.
+  prefix = find_checkpoint_prefix(path)
+  folder = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(prefix))
+  config_path = config_file or os.path.join(folder, "bert_config.json")
+  if not os.path.isfile(config_path):
     raise FileNotFoundError(
-      f"{path}: expected exactly one *.ckpt.index (Google BERT checkpoint), found "
-      f"{[os.path.basename(i) for i in indexes]}"
+      f"{config_path}: no such file; a Google TF checkpoint needs its bert_config.json (beside the checkpoint, "
+      "or named separately: config_file= / --config.model_config=)"
     )
-  prefix = indexes[0][: -len(".index")]
+  config = BertConfig.from_hf_dict(read_json(config_path), source=config_path, **overrides)
   variables = read_tf_checkpoint(prefix)
   state = convert.tf_to_hf_state(variables, source=prefix)
   return config, convert.hf_to_params(state, config, source=prefix, strict=strict), prefix

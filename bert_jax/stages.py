@@ -2,7 +2,7 @@
 fine-tune from what the pretraining exported, then predict with the fine-tuned model.
 
 config.job = "stages"; config.stages lists the stage names in order; config.<name> is each stage's own
-config (a pretrain, finetune or embed config). A string field of a stage may name an earlier stage's
+config (a pretrain, finetune, embed or mlm_eval config). A string field of a stage may name an earlier stage's
 folder as "{stage:NAME}" (e.g. finetune's init_from="{stage:pretrain}"). config.predict, when it has
 texts, runs the last stage's exported model on them and writes predictions.jsonl.
 """
@@ -15,7 +15,7 @@ import re
 
 from bert_jax import distributed, files
 
-JOBS = ("pretrain", "build_data", "finetune", "embed", "stages")
+JOBS = ("pretrain", "build_data", "finetune", "embed", "mlm_eval", "stages")
 
 
 class UnknownJob(ValueError):
@@ -60,6 +60,10 @@ def run_job(config, workdir: str):
     from bert_jax import embed
 
     return embed.run(config, workdir)
+  if config.job == "mlm_eval":
+    from bert_jax import mlm_eval
+
+    return mlm_eval.run(config, workdir)
   if config.job == "stages":
     return run_stages(config, workdir)
   raise UnknownJob(f"config.job={config.job!r} is unknown; known jobs: {list(JOBS)}")

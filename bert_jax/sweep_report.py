@@ -204,7 +204,7 @@ def _results_md(sweep: Sweep, root: str, results: Sequence[Result]) -> str:
   common = compact(sweep.common) if sweep.common else "none"
   return (
     f"# Sweep {os.path.basename(sweep.path)}\n\n"
-    f"Base config `{sweep.config}`; overrides for every run: `{common}`; runs in `{os.path.abspath(root)}`.\n"
+    f"Base config `{sweep.config or 'each run names its own'}`; overrides for every run: `{common}`; runs in `{os.path.abspath(root)}`.\n"
     f"Final train loss: the mean of the last {FINAL_LOSS_WINDOW} logged train/loss values. Eval columns: "
     "the last evaluation, and the best one for MLM accuracy. tokens/s: the median over logging windows "
     "(the first includes compilation). — : no value logged.\n\n"

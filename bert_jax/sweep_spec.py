@@ -38,12 +38,13 @@ class Run:
   name: str
   overrides: dict[str, Any]  # the entry's own overrides
   settings: dict[str, Any]  # COMMON, then the entry's overrides: what the run is given
+  config: str = ""  # the run's base --config argument: the entry's "config", else the sweep's CONFIG
 
 
 @dataclasses.dataclass(frozen=True)
 class Sweep:
   path: str
-  config: str  # the base --config argument
+  config: str  # the base --config argument ("" when every entry names its own)
   common: dict[str, Any]
   runs: list[Run]
 
@@ -97,11 +98,14 @@ def load_sweep(path: str, validate: bool = False, cwd: str | None = None) -> Swe
   overrides against CONFIG (loaded from `cwd`, the folder the runs start in), as bert_jax.main would."""
   path = os.fspath(path)
   namespace = _run_sweep_file(path)
-  config = _read_config(namespace, path)
   common = _read_common(namespace, path)
+  entries = _read_entries(namespace, path)
+  # CONFIG may be left out when every entry carries its own base config ("config": "configs/x.py:arg").
+  own = all(isinstance(e, dict) and "config" in e for e in entries)
+  config = "" if own and namespace.get("CONFIG") is None else _read_config(namespace, path)
   runs, seen = [], {}
-  for i, entry in enumerate(_read_entries(namespace, path)):
-    runs.append(_read_run(entry, i, path, common, seen))
+  for i, entry in enumerate(entries):
+    runs.append(_read_run(entry, i, path, common, seen, config))
   sweep = Sweep(path=path, config=config, common=common, runs=runs)
   if validate:
     validate_overrides(sweep, cwd=cwd)
@@ -122,7 +126,8 @@ def _read_config(namespace: dict[str, Any], path: str) -> str:
   if not isinstance(config, str) or not config:
     raise SweepError(
       f"{path}: CONFIG is {'missing' if config is None else repr(config)}; expected the base --config "
-      'argument as a string, e.g. CONFIG = "configs/pretrain.py:variant=tiny,objective=mlm,runlocal"'
+      'argument as a string, e.g. CONFIG = "configs/pretrain.py:variant=tiny,objective=mlm,runlocal" '
+      '(or a "config" in every entry of get_sweep())'
     )
   return config
 
@@ -151,8 +156,11 @@ def _read_entries(namespace: dict[str, Any], path: str) -> list | tuple:
   return entries
 
 
-def _read_run(entry: Any, i: int, path: str, common: dict[str, Any], seen: dict[str, int]) -> Run:
-  """get_sweep()[i] as a Run; `seen` (lower-cased name -> index) gathers the names so far."""
+def _read_run(
+  entry: Any, i: int, path: str, common: dict[str, Any], seen: dict[str, int], config: str
+) -> Run:
+  """get_sweep()[i] as a Run; `seen` (lower-cased name -> index) gathers the names so far; `config` is the
+  sweep's CONFIG, which the entry's own "config" replaces."""
   where = f"{path}: get_sweep()[{i}]"
   if not isinstance(entry, dict):
     raise SweepError(f"{where} is a {type(entry).__name__} ({entry!r:.60}); expected a dict with a 'name'")
@@ -172,8 +180,15 @@ def _read_run(entry: Any, i: int, path: str, common: dict[str, Any], seen: dict[
       f"{where}: the name repeats get_sweep()[{seen[name.lower()]}]'s (names must differ, ignoring case)"
     )
   seen[name.lower()] = i
-  overrides = _check_overrides({k: v for k, v in entry.items() if k != "name"}, where)
-  return Run(name=name, overrides=overrides, settings={**common, **overrides})
+  if "config" in entry:
+    config = entry["config"]
+    if not isinstance(config, str) or not config:
+      raise SweepError(
+        f"{where}: 'config' is {config!r}; expected the run's base --config argument as a string, "
+        'e.g. "configs/finetune.py:task=mrpc,seeds=5,lr_grid"'
+      )
+  overrides = _check_overrides({k: v for k, v in entry.items() if k not in ("name", "config")}, where)
+  return Run(name=name, overrides=overrides, settings={**common, **overrides}, config=config)
 
 
 @contextlib.contextmanager
@@ -206,18 +221,27 @@ def validate_overrides(sweep: Sweep, extra: Sequence[str] = (), cwd: str | None 
   """Parses CONFIG with each run's overrides (and the --config.* items of `extra`) the way
   bert_jax.main does; the first problem raises SweepError naming the run and the key."""
   cwd = os.path.abspath(cwd or os.getcwd())
-  try:
-    base = _parse_config(sweep.config, [], cwd)
-  except Exception as e:
-    raise SweepError(f"{sweep.path}: CONFIG={sweep.config!r} does not load (from {cwd}): {e}") from e
+  bases = {}
   for run in sweep.runs:
-    _check_keys(sweep, run, base)
-    args = [f"--config.{k}={format_value(v)}" for k, v in run.settings.items()]
-    args += [a for a in extra if a.startswith("--config.")]
+    if run.config not in bases:
+      try:
+        bases[run.config] = _parse_config(run.config, [], cwd)
+      except Exception as e:
+        what = "CONFIG" if run.config == sweep.config else f"run {run.name!r}: config"
+        raise SweepError(f"{sweep.path}: {what}={run.config!r} does not load (from {cwd}): {e}") from e
+    _check_keys(sweep, run, bases[run.config])
     try:
-      _parse_config(sweep.config, args, cwd)
+      parse_run_config(run, extra, cwd)
     except Exception as e:
       raise SweepError(f"{sweep.path}: run {run.name!r}: the overrides do not parse: {e}") from e
+
+
+def parse_run_config(run: Run, extra: Sequence[str] = (), cwd: str | None = None):
+  """The locked config a run starts with: its base config, its settings, then the --config.* items of
+  `extra`, parsed as bert_jax.main parses them (from `cwd`, the folder the run starts in)."""
+  args = [f"--config.{k}={format_value(v)}" for k, v in run.settings.items()]
+  args += [a for a in extra if a.startswith("--config.")]
+  return _parse_config(run.config, args, os.path.abspath(cwd or os.getcwd()))
 
 
 def _check_keys(sweep: Sweep, run: Run, base) -> None:
@@ -230,7 +254,7 @@ def _check_keys(sweep: Sweep, run: Run, base) -> None:
         close = difflib.get_close_matches(part, siblings, n=1)
         hint = f"; did you mean {'.'.join(parts[:depth] + close)!r}?" if close else ""
         raise SweepError(
-          f"{sweep.path}: run {run.name!r}: override {key!r}: {sweep.config} has no field "
+          f"{sweep.path}: run {run.name!r}: override {key!r}: {run.config} has no field "
           f"{'.'.join(parts[: depth + 1])!r}{hint}"
         )
       node = node[part]

@@ -13,7 +13,9 @@ A sweep file is Python:
       return [{"name": "gelu", "model.hidden_act": "gelu"}, {"name": "tanh", "model.hidden_act": "gelu_tanh"}]
 
 Each entry is a run: a unique, filesystem-safe "name" (its workdir is ROOT/NAME) and config overrides
-(dotted config paths -> values; the entry's win over COMMON's). Before anything runs, every run's
+(dotted config paths -> values; the entry's win over COMMON's). An entry may carry its own base config,
+"config": "configs/finetune.py:task=mrpc,seeds=5,lr_grid", in place of CONFIG (which may then be left out
+when every entry has one): the tasks of a paper table differ in their config argument. Before anything runs, every run's
 overrides are parsed against CONFIG exactly as `bert_jax.main` parses them, so a misspelled key or a
 value of the wrong type fails at once, naming the run and the key.
 
@@ -98,7 +100,7 @@ def workdir(root: str, name: str) -> str:
 def main_args(sweep: Sweep, run: Run, root: str, extra: Sequence[str] = ()) -> list[str]:
   """bert_jax.main's arguments for one run."""
   return [
-    f"--config={sweep.config}",
+    f"--config={run.config or sweep.config}",
     f"--workdir={workdir(root, run.name)}",
     *(f"--config.{k}={format_value(v)}" for k, v in run.settings.items()),
     *extra,

@@ -102,6 +102,42 @@ def test_overrides_are_checked_against_the_config_before_anything_runs(tmp_path)
   assert not root.exists()
 
 
+def test_an_entry_may_carry_its_own_base_config(tmp_path):
+  """The tasks of a paper table differ in their config argument: each entry names its own; CONFIG may go."""
+  finetune = "configs/finetune.py:task=mrpc,seeds=2"
+  path = write_sweep(
+    tmp_path / "sweep.py",
+    entries({"name": "mrpc", "config": finetune, "epochs": 2}, {"name": "mlm", "total_steps": 5}),
+  )
+  sweep = sweeps.load_sweep(path, validate=True, cwd=ROOT)
+  assert [r.config for r in sweep.runs] == [finetune, CONFIG]
+  assert sweep.runs[0].overrides == {"epochs": 2}  # "config" is the base, not an override
+  argv = dict(sweeps.commands(sweep, "out", extra=["--config.seed=1"]))
+  assert argv["mrpc"][3:] == [
+    f"--config={finetune}",
+    "--workdir=out/mrpc",
+    "--config.epochs=2",
+    "--config.seed=1",
+  ]
+  assert argv["mlm"][3] == f"--config={CONFIG}"
+  # Without CONFIG, every entry must carry one; each is checked against its own base config.
+  own = write_sweep(tmp_path / "own.py", entries({"name": "a", "config": finetune}), config=None)
+  assert sweeps.load_sweep(own, validate=True, cwd=ROOT).config == ""
+  half = write_sweep(
+    tmp_path / "half.py", entries({"name": "a", "config": finetune}, {"name": "b"}), config=None
+  )
+  with pytest.raises(sweeps.SweepError, match="CONFIG is missing"):
+    sweeps.load_sweep(half)
+  bad = write_sweep(tmp_path / "bad.py", entries({"name": "a", "config": 3}))
+  with pytest.raises(sweeps.SweepError, match=r"run 'a' .*'config' is 3; expected the run's base --config"):
+    sweeps.load_sweep(bad)
+  typo = write_sweep(tmp_path / "typo.py", entries({"name": "a", "config": finetune, "total_steps": 5}))
+  with pytest.raises(
+    sweeps.SweepError, match=r"run 'a': override 'total_steps': configs/finetune.py:task=mrpc"
+  ):
+    sweeps.load_sweep(typo, validate=True, cwd=ROOT)
+
+
 # --- printed commands --------------------------------------------------------------------------
 
 

@@ -63,7 +63,19 @@ def require_local(path: str | os.PathLike, what: str) -> None:
 
 
 # Config fields (by their last name, at any depth: a stages config nests jobs) that hold local paths.
-PATH_FIELDS = ("source", "vocab", "data_dir", "train", "validation", "init_from", "resume", "model_path")
+PATH_FIELDS = (
+  "source",
+  "vocab",
+  "data_dir",
+  "train",
+  "validation",
+  "init_from",
+  "resume",
+  "model_path",
+  "eval_files",
+  "model_config",
+  "task_dir",
+)
 # Fields that take a checkpoint (or its tokenizer), which may also be a HuggingFace Hub name (hf://ORG/NAME,
 # bert_jax/hub.py).
 CHECKPOINT_FIELDS = ("init_from", "model_path", "vocab")

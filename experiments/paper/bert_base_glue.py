@@ -1,0 +1,17 @@
+"""BERT-base on GLUE dev (Devlin et al. 2019): the nine tasks, the paper's grid (learning rate 5e-5/4e-5/3e-5/2e-5,
+batch 32, 3 epochs, each run evaluated as it ends) over 5 seeds; WNLI reported apart, as the paper did.
+
+    python -m bert_jax.paper run experiments/paper/bert_base_glue.py --root runs/paper/base_glue \
+        --model PATH/bert-base-uncased --data PATH/glue_data
+"""
+
+TITLE = "BERT-base, GLUE dev (Devlin et al. 2019)"
+REFERENCES = "bert_glue"
+SIZES = ("base",)
+TASKS = ("cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte", "wnli")
+# The paper evaluated each fine-tuned model as it ended (3 epochs) and chose the learning rate on dev.
+COMMON = {"selection": "paper"}
+
+
+def get_sweep():
+  return [{"name": t, "config": f"configs/finetune.py:task={t},seeds=5,lr_grid"} for t in TASKS]

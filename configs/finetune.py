@@ -16,7 +16,8 @@ Arguments (comma-separated key=value):
   runlocal  shrink for a laptop CPU (few examples, one epoch)
 
 The GLUE, SQuAD and CoNLL entries read TFDS datasets the user has prepared (tfds build glue/sst2 ...,
-array_record format; see docs/finetuning.md); every task can read local files instead
+array_record format; see docs/finetuning.md), or the benchmark's own files (--config.data.task_dir=glue_data for
+GLUE's TSV folders, SQuAD's JSON, CoNLL-2003's column files, SWAG's CSVs); every task can read local files instead
 (--config.data.tfds_name= --config.data.train=... --config.data.validation=...).
 """
 
@@ -182,6 +183,13 @@ def get_config(arg=None):
   config.data = ml_collections.ConfigDict()
   config.data.tfds_name = task.get("tfds", "")
   config.data.tfds_data_dir = ""
+  # A named task's own files under their published names (tfds_name is then ignored; see docs/finetuning.md,
+  # "Data in the forms people have"): GLUE's folders as the GLUE download script writes them (the GLUE root, or
+  # the task's folder such as MNLI/, holding train.tsv and dev.tsv / dev_matched.tsv ...), train-v1.1.json /
+  # dev-v1.1.json (v2.0) for SQuAD, eng.train / eng.testa / eng.testb (or train.txt / valid.txt / test.txt) for
+  # CoNLL-2003 (IOB1, converted to IOB2), train.csv / val.csv for SWAG. train_split and eval_splits keep their TFDS
+  # names (validation, validation_matched, dev, test), each read from its file, so metric keys do not change.
+  config.data.task_dir = ""
   config.data.train_split = "train"
   config.data.eval_splits = ",".join(task.get("eval_splits", ("validation",)))
   config.data.train = ""  # local training file (used when tfds_name is empty)

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from bert_jax.data import squad, tasks
+from bert_jax.data import benchmark_files, squad, tasks
 from bert_jax.tokenization import Tokenizer
 
 log = logging.getLogger("bert_jax.finetune")
@@ -67,8 +67,12 @@ def _eval_name(path: str) -> str:
   return name
 
 
-def _sources(d) -> tuple[Any, list[tuple[str, Any]]]:
-  """(train source, [(eval name, eval source)]) where a source is ("tfds", split) or ("file", path)."""
+def _sources(config) -> tuple[Any, list[tuple[str, Any]]]:
+  """(train source, [(eval name, eval source)]) where a source is ("tfds", split), ("file", path), or for a
+  task's published files (config.data.task_dir) ("glue", GlueFile) or ("conll", path)."""
+  d = config.data
+  if d.task_dir:
+    return _task_dir_sources(config)
   if d.tfds_name:
     evals = split_list(d.eval_splits)
     tasks.check_tfds_splits(
@@ -92,10 +96,45 @@ def _sources(d) -> tuple[Any, list[tuple[str, Any]]]:
   return ("file", d.train), evals
 
 
+@dataclasses.dataclass(frozen=True)
+class GlueFile:
+  task: str
+  split: str
+  path: str
+
+  def __str__(self) -> str:
+    return self.path
+
+
+def _task_dir_sources(config) -> tuple[Any, list[tuple[str, Any]]]:
+  """The task's published files in config.data.task_dir, one per split named by train_split / eval_splits: the
+  evaluation sets keep the TFDS split names, so metric keys are the same whichever form was read."""
+  d, task = config.data, config.task
+  benchmark_files.check_task(task)
+  if d.train or d.validation:
+    raise ValueError(
+      f"config.data.task_dir={d.task_dir!r} and config.data.train / validation are both set; give the task's "
+      "folder or your own files, not both"
+    )
+  evals = split_list(d.eval_splits)
+  paths = benchmark_files.task_files(
+    task, d.task_dir, {"config.data.train_split": [d.train_split], "config.data.eval_splits": evals}
+  )
+
+  def source(split: str):
+    if task in benchmark_files.GLUE:
+      return ("glue", GlueFile(task, split, paths[split]))
+    return ("conll" if config.kind == "tagging" else "file", paths[split])
+
+  return source(d.train_split), [(split, source(split)) for split in evals]
+
+
 def _rows(d, source) -> tuple[list, str]:
   where, value = source
   if where == "tfds":
     return tasks.tfds_rows(d.tfds_name, value, d.tfds_data_dir or None), f"tfds:{d.tfds_name}/{value}"
+  if where == "glue":
+    return benchmark_files.read_glue(value.path, value.task, value.split), value.path
   file_format = (
     d.format if d.format in tasks.FORMATS else None
   )  # "swag"/"conll" name a layout, not a file type
@@ -103,10 +142,10 @@ def _rows(d, source) -> tuple[list, str]:
 
 
 def load_task_data(config, tokenizer: Tokenizer) -> TaskData:
-  kind, d = config.kind, config.data
+  kind = config.kind
   if kind not in KINDS:
     raise ValueError(f"config.kind={kind!r}; expected one of {list(KINDS)}")
-  train_source, eval_sources = _sources(d)
+  train_source, eval_sources = _sources(config)
   loader = {
     "classification": _classification,
     "regression": _classification,
@@ -126,12 +165,26 @@ def load_task_data(config, tokenizer: Tokenizer) -> TaskData:
 # --- classification and regression ----------------------------------------------------------------
 
 
-def _check_same_labels(labels: list[str], source_names: list[str], tfds_name: str) -> None:
+def _check_same_labels(labels: list[str], source_names: list[str], source: str) -> None:
   if sorted(labels) != sorted(source_names):
     raise ValueError(
-      f"config.data.labels={','.join(labels)!r} are not the labels of TFDS {tfds_name!r} ({source_names}): "
+      f"config.data.labels={','.join(labels)!r} are not the labels of {source} ({source_names}): "
       "name the same labels, in the order the model's ids should follow"
     )
+
+
+def _source_label_names(config) -> tuple[list[str] | None, str]:
+  """The label names the data source defines, and the source's name: the task's published files (their values
+  as TFDS names, data/benchmark_files.py), a TFDS ClassLabel, or None (local files, regression)."""
+  d = config.data
+  if config.kind == "regression":
+    return None, ""
+  if d.task_dir:
+    return benchmark_files.GLUE[config.task].names() or None, f"the {config.task} files"
+  if d.tfds_name:
+    names = tasks.tfds_label_names(d.tfds_name, d.tfds_data_dir or None, d.label_field)
+    return names, f"TFDS {d.tfds_name!r}"
+  return None, ""
 
 
 def _ids_to_names(rows, field: str, names: list[str]):
@@ -149,16 +202,14 @@ def _classification(config, tokenizer, train_source, eval_sources) -> TaskData:
   d, regression = config.data, config.kind == "regression"
   train_rows, train_name = _rows(d, train_source)
   labels = split_list(d.labels)
-  source_names = None
-  if d.tfds_name and not regression:
-    source_names = tasks.tfds_label_names(d.tfds_name, d.tfds_data_dir or None, d.label_field)
+  source_names, source = _source_label_names(config)
   if not labels and not regression:
     labels = source_names or [str(v) for v in tasks.infer_labels(train_rows, d.label_field)]
   elif labels and source_names:
-    _check_same_labels(labels, source_names, d.tfds_name)
+    _check_same_labels(labels, source_names, source)
 
   def examples(rows, name):
-    if source_names and labels != source_names:
+    if train_source[0] == "tfds" and source_names and labels != source_names:
       rows = _ids_to_names(rows, d.label_field, source_names)
     return tasks.classification_examples(
       rows,
@@ -197,6 +248,10 @@ def _classification(config, tokenizer, train_source, eval_sources) -> TaskData:
 
 def _tagged(d, source) -> tuple[list, str]:
   where, value = source
+  if where == "conll":
+    # The original files are IOB1; converting is a no-op on copies already in IOB2, so either reads.
+    scheme = "iob1" if d.tag_scheme in ("iob1", "iob2") else d.tag_scheme
+    return tasks.read_conll(value, scheme=scheme), value
   if where == "file" and (d.format == "conll" or (not d.format and value.endswith((".conll", ".txt")))):
     return tasks.read_conll(value, scheme=d.tag_scheme), value
   rows, name = _rows(d, source)

@@ -242,7 +242,11 @@ def read_shard_info(partial_dir: str, split: str, index: int) -> dict[str, int] 
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(tokenizer, config: dict[str, Any], names: tuple[str, ...], partial_dir: str) -> None:
+def _init_worker(
+  tokenizer, config: dict[str, Any], names: tuple[str, ...], partial_dir: str, threads: int = 0
+) -> None:
+  if threads:  # before the engine's first batch starts its thread pool
+    os.environ["RAYON_NUM_THREADS"] = str(threads)
   _WORKER.update(tokenizer=tokenizer, config=config, names=names, partial_dir=partial_dir, encode=None)
 
 
@@ -323,11 +327,13 @@ def build_shards(
   progress: Progress,
 ) -> dict[str, int]:
   """Every chunk `mine` accepts, built into its shard file unless it is there already; returns the number of
-  chunks of each split in the whole plan (every process's). The worker processes start with the second chunk to
-  build: a corpus of one chunk is built here, without their start-up."""
+  chunks of each split in the whole plan (every process's). With workers > 1 this process is one of them:
+  workers - 1 spawned processes take chunks from a short queue, and this process builds the next chunk itself
+  whenever the queue is full. The spawned workers start with the second chunk to build: a corpus of one chunk is
+  built here, without their start-up."""
   _init_worker(tokenizer, config, names, partial_dir)
   planned: dict[str, int] = {}
-  waiting: Chunk | None = None
+  first: Chunk | None = None  # held until a second chunk shows that starting the workers pays
   pool = None
   in_flight: dict[concurrent.futures.Future, Chunk] = {}
   try:
@@ -338,23 +344,28 @@ def build_shards(
       if workers == 1:
         _run_here(chunk, progress)
         continue
-      if pool is None and waiting is None:
-        waiting = chunk
+      if pool is None and first is None:
+        first = chunk
         continue
       if pool is None:
         pool = concurrent.futures.ProcessPoolExecutor(
-          workers,
+          workers - 1,
           mp_context=multiprocessing.get_context("spawn"),
           initializer=_init_worker,
-          initargs=(tokenizer, config, names, partial_dir),
+          # The engine's threads share the cores out between the processes: more would only wait on each other.
+          initargs=(tokenizer, config, names, partial_dir, max(1, available_cores() // workers)),
         )
-        in_flight[pool.submit(_run_chunk, waiting)] = waiting
-        waiting = None
-      in_flight[pool.submit(_run_chunk, chunk)] = chunk
-      while len(in_flight) >= 2 * workers:  # bounded: memory follows the workers, not the corpus
-        _collect(in_flight, progress, concurrent.futures.FIRST_COMPLETED)
-    if waiting is not None:
-      _run_here(waiting, progress)
+        in_flight[pool.submit(_run_chunk, first)] = first
+        first = None
+      _collect(in_flight, progress, concurrent.futures.FIRST_COMPLETED, timeout=0)
+      # Bounded (memory follows the workers, not the corpus): two per spawned worker (the one it builds and the
+      # next) keep it busy while this process builds.
+      if len(in_flight) < 2 * (workers - 1):
+        in_flight[pool.submit(_run_chunk, chunk)] = chunk
+      else:
+        _run_here(chunk, progress)
+    if first is not None:
+      _run_here(first, progress)
     while in_flight:
       _collect(in_flight, progress, concurrent.futures.ALL_COMPLETED)
   finally:
@@ -380,8 +391,12 @@ def _run_here(chunk: Chunk, progress: Progress) -> None:
   progress.done(counts)
 
 
-def _collect(in_flight: dict, progress: Progress, when) -> None:
-  done, _ = concurrent.futures.wait(list(in_flight), timeout=progress.every, return_when=when)
+def _collect(in_flight: dict, progress: Progress, when, timeout: float | None = None) -> None:
+  if not in_flight:
+    return
+  done, _ = concurrent.futures.wait(
+    list(in_flight), timeout=progress.every if timeout is None else timeout, return_when=when
+  )
   progress.maybe_print()
   for future in done:
     chunk = in_flight.pop(future)

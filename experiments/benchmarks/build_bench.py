@@ -114,7 +114,10 @@ def killed_and_resumed(args) -> dict:
   os.killpg(proc.pid, signal.SIGKILL)  # the build and its workers, as a preempted VM would
   proc.wait()
   partials = glob.glob(data_dir + ".partial-*")
-  shards = sorted(os.listdir(os.path.join(partials[0], "shards"))) if partials else []
+  # A finished chunk is its records and then its counts (.json); a record file alone was cut off mid-chunk.
+  shards = (
+    [n for n in os.listdir(os.path.join(partials[0], "shards")) if n.endswith(".json")] if partials else []
+  )
   published = os.path.exists(data_dir)
   resumed = _child(args, w, data_dir)
   reference_dir = os.path.join(args.out, "data_reference")

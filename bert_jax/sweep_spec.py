@@ -285,13 +285,38 @@ def read_run_metrics(path: str) -> list[dict]:
   return summaries.read_metrics(path) if os.path.exists(path) else []
 
 
+def _unfinished_finetune(run_dir: str, config: dict | None) -> str | None:
+  """Why a fine-tuning job that exited 0 has not finished, or None: a run stopped by SIGTERM (or the runtime's
+  preemption notice) saves a checkpoint and exits 0 without result.json; a grid (its runs in lr{LR}_seed{SEED}/)
+  writes summary.json only once every run has finished."""
+  if config is not None:
+    if config.get("job") != "finetune" or os.path.exists(os.path.join(run_dir, "result.json")):
+      return None
+    return "stopped before its end (no result.json): run it again to resume from its checkpoint"
+  grid = [
+    name
+    for name in (os.listdir(run_dir) if os.path.isdir(run_dir) else [])
+    if re.fullmatch(r"lr[^_/]+_seed\d+", name) and os.path.exists(os.path.join(run_dir, name, "config.json"))
+  ]
+  if not grid or os.path.exists(os.path.join(run_dir, "summary.json")):
+    return None
+  done = sum(os.path.exists(os.path.join(run_dir, name, "result.json")) for name in grid)
+  return (
+    f"the fine-tuning grid stopped before its end ({done} of the {len(grid)} runs started have result.json, "
+    "no summary.json): run it again to resume"
+  )
+
+
 def incomplete(run_dir: str) -> str | None:
-  """Why a pretraining run that exited 0 has not finished (SIGTERM saves and exits 0), or None."""
+  """Why a pretraining or fine-tuning run that exited 0 has not finished (SIGTERM saves and exits 0), or None."""
   try:
     with open(os.path.join(run_dir, "config.json"), encoding="utf-8") as f:
       config = json.load(f)
   except (OSError, json.JSONDecodeError):
-    return None
+    config = None
+  stopped = _unfinished_finetune(run_dir, config)
+  if stopped or config is None:
+    return stopped
   if config.get("job") != "pretrain" or not isinstance(config.get("total_steps"), int):
     return None
   metrics_path = os.path.join(run_dir, summaries.METRICS_FILE)

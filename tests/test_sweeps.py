@@ -490,3 +490,25 @@ def test_bucket_root_is_refused(tmp_path, capsys):
   for command in ("print", "run", "report"):
     assert sweeps.main([command, path, "--root", "gs://bucket/study"]) == 2
     assert "--root='gs://bucket/study' is a gs:// URL" in capsys.readouterr().err
+
+
+def test_a_finetuning_job_that_exits_0_before_its_end_is_incomplete(tmp_path):
+  """SIGTERM (or a preemption notice) stops a fine-tuning run with a checkpoint and exit status 0; the sweep
+  must record it as incomplete, or a rerun would skip it as finished."""
+  one = tmp_path / "one"
+  one.mkdir()
+  (one / "config.json").write_text(json.dumps({"job": "finetune"}))
+  assert "no result.json" in sweeps.incomplete(str(one))
+  (one / "result.json").write_text("{}")
+  assert sweeps.incomplete(str(one)) is None
+  # A grid: its runs in lr{LR}_seed{SEED}/, summary.json once all of them have finished.
+  grid = tmp_path / "grid"
+  for name, finished in (("lr5e-05_seed0", True), ("lr5e-05_seed1", False)):
+    (grid / name).mkdir(parents=True)
+    (grid / name / "config.json").write_text(json.dumps({"job": "finetune"}))
+    if finished:
+      (grid / name / "result.json").write_text("{}")
+  assert "1 of the 2 runs started have result.json" in sweeps.incomplete(str(grid))
+  (grid / "summary.json").write_text("{}")
+  assert sweeps.incomplete(str(grid)) is None
+  assert sweeps.incomplete(str(tmp_path / "never_started")) is None

@@ -220,6 +220,9 @@ def load_scorer(config, mesh, rules) -> Scorer:
 def run(config, workdir: str) -> dict:
   """Scores config.init_from on config.data.eval_files; writes workdir/result.json and returns its content."""
   paths = expand_files(config.data.eval_files)
+  if distributed.is_primary():
+    # What the run was asked for, as every job records it: a gathered paper table checks it (paper_table.py).
+    files.write_json(os.path.join(workdir, "config.json"), json.loads(config.to_json()))
   mesh, rules = sharding.from_config(config.mesh)
   sharding.check_batch(config.batch_size, mesh)
   scorer = load_scorer(config, mesh, rules)

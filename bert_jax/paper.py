@@ -122,24 +122,46 @@ def describe(arch: dict) -> str:
   return "L={num_layers}, H={hidden_size}, A={num_heads}, I={mlp_dim}".format(**arch)
 
 
-def model_architecture(model: str) -> dict:
-  """The checkpoint's sizes from its config file alone (config.json, bert_config.json or bert_jax_config.json)."""
+def config_item(items: Sequence[str], key: str) -> str:
+  """The value the --config.KEY=VALUE items give KEY (the last wins, as bert_jax.main applies them), or ""."""
+  value = ""
+  for item in items:
+    name, sep, given = item.partition("=")
+    if sep and name == f"--config.{key}":
+      value = given
+  return value
+
+
+def model_architecture(model: str, config_file: str = "") -> dict:
+  """The checkpoint's sizes from its config file alone (config.json, bert_config.json or bert_jax_config.json),
+  or from config_file when the job names one apart (config.model_config: MLPerf keeps bert_config.json beside
+  its tf1_ckpt/ folder, not in it)."""
   from bert_jax.finetune_model import resolve_init_from
-  from bert_jax.pretrained import read_config
+  from bert_jax.models import BertConfig
+  from bert_jax.pretrained import read_config, read_json
 
   try:
-    # A Google checkpoint prefix (MLPerf's .../model.ckpt-28252) has its bert_config.json in its folder.
-    folder = model if os.path.isdir(model) or "://" in model else os.path.dirname(model)
-    config = read_config(resolve_init_from(folder))
+    if config_file:
+      config = BertConfig.from_hf_dict(read_json(config_file), source=config_file)
+    else:
+      # A Google checkpoint prefix (.../model.ckpt-28252) has its bert_config.json in its folder.
+      folder = model if os.path.isdir(model) or "://" in model else os.path.dirname(model)
+      config = read_config(resolve_init_from(folder))
   except (OSError, ValueError) as e:
-    raise PaperError(f"--model {model}: cannot read its configuration: {e}") from e
+    hint = (
+      ""
+      if config_file
+      else " (a checkpoint whose config file is elsewhere, as MLPerf's tf1_ckpt/: -- "
+      "--config.model_config=PATH/bert_config.json)"
+    )
+    raise PaperError(f"--model {model}: cannot read its configuration{hint}: {e}") from e
   return {k: getattr(config, k) for k in ARCHITECTURES["base"]}
 
 
-def check_model(table: Table, model: str, any_model: bool) -> tuple[str, str]:
+def check_model(table: Table, model: str, any_model: bool, config_file: str = "") -> tuple[str, str]:
   """(size whose paper numbers the table shows, a note naming the model when it is not the paper's). A model of
-  another architecture is refused unless any_model."""
-  arch = model_architecture(model)
+  another architecture is refused unless any_model. config_file: the model's config file when it is apart."""
+  arch = model_architecture(model, config_file)
   for size in table.sizes:
     if arch == ARCHITECTURES[size]:
       return size, ""
@@ -266,9 +288,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     table.sweep.select(only)
     if args.command != "gather" and not args.model:
       raise PaperError("--model is required: the checkpoint every task fine-tunes")
-    if args.model and args.command != "gather":
-      check_model(table, args.model, args.any_model)
     jobs = job_args(table, args, unknown + extra)
+    if args.model and args.command != "gather":
+      check_model(table, args.model, args.any_model, config_item(jobs, "model_config"))
     if args.command == "gather":
       return _gather(table, args, only, jobs)
     _validate(table, args, only, jobs)

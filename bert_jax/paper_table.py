@@ -28,6 +28,7 @@ from bert_jax.sweep_spec import SweepError, parse_run_config, read_state
 # Config fields that say where a run reads and writes, or how it runs, not what it measures.
 WHERE = (
   "init_from",
+  "model_config",
   "data.task_dir",
   "data.tfds_data_dir",
   "data.train",
@@ -214,7 +215,7 @@ def gather(
   table, root: str, extra: Sequence[str], model: str | None = None, any_model: bool = False, only=()
 ):
   """The table as a dict (what table.json holds): its tasks, its rows, the model measured."""
-  from bert_jax.paper import check_model
+  from bert_jax.paper import check_model, config_item
 
   root = os.path.abspath(root)
   try:
@@ -228,8 +229,11 @@ def gather(
   notes = []
   if not model and len(models) > 1:
     notes.append(f"the tasks fine-tuned different models: {models}")
-  if measured and os.path.exists(os.path.expanduser(measured)):
-    size, note = check_model(table, measured, any_model)
+  config_file = config_item(extra, "model_config")
+  where = os.path.expanduser(measured)
+  # A TF checkpoint prefix (.../model.ckpt-28252) exists as its .index file.
+  if measured and (os.path.exists(where) or os.path.exists(where + ".index")):
+    size, note = check_model(table, measured, any_model, config_file)
   else:
     size, note = table.sizes[0], ""
     if not measured and not models:
@@ -259,7 +263,8 @@ def _num(value, digits: int) -> str:
 
 
 def _digits(row: dict) -> int:
-  return 4 if row["scale"] == 1.0 and (row["dev"] or 0) < 1 else 2
+  # Fractions (MLPerf's 0.34085) to the digits their source gives; percentages to two.
+  return 5 if row["scale"] == 1.0 and (row["dev"] or 0) < 1 else 2
 
 
 def _measured_cells(row: dict) -> list[str]:

@@ -320,4 +320,34 @@ def test_mlperf_table_runs_the_mlm_eval_job_and_gathers_its_accuracy(tmp_path, m
   result = json.loads((root / "mlm_eval" / "result.json").read_text())
   assert row["status"] == "ok" and row["n"] == 1 and row["dev"] == 0.34085
   assert row["mean"] == pytest.approx(result["masked_lm_accuracy"])
-  assert "0.720" in (root / "table.md").read_text()
+  md = (root / "table.md").read_text()
+  assert "0.720" in md and "| 0.34085 |" in md  # the reference as published, not rounded to 0.3408
+  # The job records its configuration: a run of another one (fewer examples than eval_10k) is not the row.
+  saved = json.loads((root / "mlm_eval" / "config.json").read_text())
+  (root / "mlm_eval" / "config.json").write_text(json.dumps(dict(saved, max_examples=100)))
+  assert paper.main(["gather", "mlperf_bert", "--root", str(root), "--any_model"]) == 1
+  capsys.readouterr()
+  task = json.loads((root / "table.json").read_text())["runs"]["mlm_eval"]
+  assert (
+    task["status"] == "config mismatch" and "max_examples=100 (the table expects 10000)" in task["detail"]
+  )
+
+
+def test_a_checkpoint_with_its_config_file_apart_is_sized_by_that_file(tmp_path, monkeypatch, capsys):
+  """MLPerf's layout: tf1_ckpt/model.ckpt-28252.* with bert_config.json beside the folder, named to the job
+  as config.model_config; the table's size check reads the same file."""
+  monkeypatch.chdir(ROOT)
+  ckpt = tmp_path / "tf1_ckpt"
+  ckpt.mkdir()
+  (ckpt / "model.ckpt-28252.index").write_bytes(b"")  # the sizes come from the config file alone
+  config = dict(helpers.tiny_hf_config().to_dict(), num_hidden_layers=24, hidden_size=1024)
+  config.update(num_attention_heads=16, intermediate_size=4096)
+  (tmp_path / "bert_config.json").write_text(json.dumps(config))
+  argv = ["print", "mlperf_bert", "--root", str(tmp_path / "out"), "--data", str(tmp_path / "eval_10k")]
+  for model in (ckpt, ckpt / "model.ckpt-28252"):
+    assert paper.main([*argv, "--model", str(model)]) == 2
+    assert "-- --config.model_config=PATH/bert_config.json" in capsys.readouterr().err
+    given = f"--config.model_config={tmp_path / 'bert_config.json'}"
+    assert paper.main([*argv, "--model", str(model), "--", given]) == 0
+    assert given in capsys.readouterr().out
+

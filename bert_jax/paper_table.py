@@ -6,7 +6,7 @@ each run's saved config.json matches the configuration the table expects (parsed
 --seeds and --config items as bert_jax.main parses them): a missing, unfinished or differently configured run
 shows its status in the table and is never averaged. Where a run reads its data and model from, how it is
 meshed and how often it logs do not count as configuration; every other field present in both does, and every
-run of a task must have fine-tuned the same model.
+run of a task must have fine-tuned the same model on the same files.
 
 A row's numbers, in the paper's units: the mean ± sample std over seeds at the learning rate whose mean is best
 on dev (by the task's selection metric), the single run best on dev (the paper's pick among its learning rates
@@ -114,6 +114,13 @@ def _same_path(a: str, b: str) -> bool:
   return os.path.abspath(os.path.expanduser(a)) == os.path.abspath(os.path.expanduser(b))
 
 
+def _path_key(value) -> str:
+  """A config path value in one spelling (relative or absolute, ~); empty stays empty, lists stay as given."""
+  if not isinstance(value, str) or not value or "," in value:
+    return repr(value)
+  return os.path.abspath(os.path.expanduser(value))
+
+
 def _mismatches(expected: dict, runs: list[dict], model: str | None) -> list[str]:
   """Why the task's finished or started runs are not the table's configuration (empty: they are)."""
   out = []
@@ -126,6 +133,12 @@ def _mismatches(expected: dict, runs: list[dict], model: str | None) -> list[str
   models = sorted({r["config"].get("init_from", "") for r in runs if r["config"] is not None})
   if len(models) > 1 and len({os.path.abspath(m) for m in models}) > 1:
     out.append(f"the runs fine-tuned different models: {models}")
+  # Where the data came from is not compared with the table's (the same files may sit elsewhere on each
+  # machine), but the runs of one task must all have read the same data: one grid job writes them all alike.
+  for field in WHERE[1:]:
+    values = {_flatten(r["config"]).get(field) for r in runs if r["config"] is not None}
+    if len({_path_key(v) for v in values}) > 1:
+      out.append(f"the runs read different files: {field} {sorted(map(str, values))}")
   if model and models and not all(_same_path(m, model) for m in models):
     out.append(f"init_from={models} (gathered for --model {model})")
   return out

@@ -268,6 +268,15 @@ def _check_gather_refuses_what_it_cannot_vouch_for(root, argv, capsys):
   task, md = mrpc()
   assert task["status"] == "config mismatch"
   assert "lr0.003_seed1: epochs=2 (the table expects 1)" in task["detail"]
+  # Runs of one task that read different files (another data folder) are not one row either.
+  (run1 / "config.json").write_text(
+    json.dumps(dict(saved, data=dict(saved["data"], task_dir="/elsewhere/glue")))
+  )
+  task, _ = mrpc()
+  assert task["status"] == "config mismatch"
+  assert (
+    "the runs read different files: data.task_dir" in task["detail"] and "/elsewhere/glue" in task["detail"]
+  )
   # Asked for another seed count than the runs had: the table says the runs are not that configuration.
   other = [a if a != "2" else "3" for a in gather]
   assert paper.main(other) == 1

@@ -360,3 +360,25 @@ def test_a_checkpoint_with_its_config_file_apart_is_sized_by_that_file(tmp_path,
     assert paper.main([*argv, "--model", str(model), "--", given]) == 0
     assert given in capsys.readouterr().out
 
+
+def test_a_test_set_row_is_compared_with_the_papers_test_number():
+  """CoNLL-2003's test F1 is measured on eng.testb, the paper's own test set: its gap is to the paper's test F1."""
+  refs = paper.load_table("conll2003").references["base"]
+  dev, test = (next(r for r in refs if r["metric"] == m) for m in ("f1", "test/f1"))
+  per_lr = {"f1": {"mean": 0.95, "std": 0.01, "n": 5}, "test/f1": {"mean": 0.91, "std": 0.01, "n": 5}}
+  task = {
+    "status": "ok",
+    "path": "T",
+    "summary": {"5e-05": per_lr},
+    "best_lr": "5e-05",
+    "selection_metric": "f1",
+  }
+  assert paper_table._row(dev, task)["gap"] == pytest.approx(95.0 - 96.4)
+  assert paper_table._row(test, task)["gap"] == pytest.approx(91.0 - 92.4)
+  # GLUE's test numbers are the server's: a dev measurement is never compared with them.
+  mnli_mm = next(
+    r for r in paper.load_table("bert_base_glue").references["base"] if r["name"] == "MNLI-mm acc"
+  )
+  per_lr = {"validation_mismatched/accuracy": {"mean": 0.84, "std": 0.0, "n": 5}}
+  task = dict(task, summary={"5e-05": per_lr}, selection_metric="accuracy")
+  assert "gap" not in paper_table._row(mnli_mm, task)

@@ -14,6 +14,8 @@ REFERENCES[table][size] is a list of rows, one per (run, metric) of that table f
   checked  how the number was checked here: "search" (read in a copy of the source via the project's search
            tools on 2026-12), or "recalled" (from the paper, not re-read here: check before quoting it)
   apart    reported apart from the main table (WNLI, as the BERT paper did)
+  split    the set the metric is measured on ("dev", or "test" for CoNLL-2003's eng.testb): the gap is taken to
+           the paper's number on that set
 
 The BERT paper (Devlin et al. 2019, NAACL, arXiv:1810.04805) publishes GLUE in Table 1 as TEST server scores
 only; dev numbers exist for a few tasks: Table 5 (BERT-base: MNLI-m, QNLI, MRPC, SST-2) and Table 6 (model size:
@@ -32,7 +34,9 @@ _HF = (
 _MLPERF = "https://github.com/mlcommons/training/blob/master/language_model/tensorflow/bert/README.md"
 
 
-def _row(run, metric, name, dev=None, test=None, source="", checked="recalled", scale=100.0, apart=False):
+def _row(
+  run, metric, name, dev=None, test=None, source="", checked="recalled", scale=100.0, apart=False, split="dev"
+):
   return {
     "run": run,
     "metric": metric,
@@ -43,6 +47,7 @@ def _row(run, metric, name, dev=None, test=None, source="", checked="recalled", 
     "checked": checked,
     "scale": scale,
     "apart": apart,
+    "split": split,
   }
 
 
@@ -150,15 +155,31 @@ REFERENCES = {
     "large": [_row("swag", "accuracy", "SWAG acc", 86.6, 86.3, f"{_BERT} Table 4")],
   },
   # The paper's fine-tuning approach (Table 7): dev and test F1 of the same runs (the "test" row is our
-  # eng.testb evaluation, not a server score).
+  # eng.testb evaluation, the paper's test set: no server, so its gap is to the paper's test F1).
   "conll2003": {
     "base": [
       _row("conll2003", "f1", "CoNLL-2003 dev F1", 96.4, None, f"{_BERT} Table 7 (fine-tuning)"),
-      _row("conll2003", "test/f1", "CoNLL-2003 test F1", None, 92.4, f"{_BERT} Table 7 (fine-tuning)"),
+      _row(
+        "conll2003",
+        "test/f1",
+        "CoNLL-2003 test F1",
+        None,
+        92.4,
+        f"{_BERT} Table 7 (fine-tuning)",
+        split="test",
+      ),
     ],
     "large": [
       _row("conll2003", "f1", "CoNLL-2003 dev F1", 96.6, None, f"{_BERT} Table 7 (fine-tuning)"),
-      _row("conll2003", "test/f1", "CoNLL-2003 test F1", None, 92.8, f"{_BERT} Table 7 (fine-tuning)"),
+      _row(
+        "conll2003",
+        "test/f1",
+        "CoNLL-2003 test F1",
+        None,
+        92.8,
+        f"{_BERT} Table 7 (fine-tuning)",
+        split="test",
+      ),
     ],
   },
   "hf_flax_glue": {"base": _hf_flax()},

@@ -353,10 +353,10 @@ def test_a_checkpoint_with_its_config_file_apart_is_sized_by_that_file(tmp_path,
   config.update(num_attention_heads=16, intermediate_size=4096)
   (tmp_path / "bert_config.json").write_text(json.dumps(config))
   argv = ["print", "mlperf_bert", "--root", str(tmp_path / "out"), "--data", str(tmp_path / "eval_10k")]
-  for model in (ckpt, ckpt / "model.ckpt-28252"):
-    assert paper.main([*argv, "--model", str(model)]) == 2
-    assert "-- --config.model_config=PATH/bert_config.json" in capsys.readouterr().err
-    given = f"--config.model_config={tmp_path / 'bert_config.json'}"
+  assert paper.main([*argv, "--model", str(ckpt)]) == 2
+  assert "-- --config.model_config=PATH/bert_config.json" in capsys.readouterr().err
+  given = f"--config.model_config={tmp_path / 'bert_config.json'}"
+  for model in (ckpt, ckpt / "model.ckpt-28252"):  # the folder, or the checkpoint's prefix
     assert paper.main([*argv, "--model", str(model), "--", given]) == 0
     assert given in capsys.readouterr().out
 

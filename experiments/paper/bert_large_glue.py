@@ -4,7 +4,7 @@ batch 32, 3 epochs, each run evaluated as it ends) over 5 seeds; WNLI reported a
 For BERT-large the paper ran several random restarts and kept the best on dev for its test submission (the
 "best run" column); its dev numbers (Table 6) are the mean of 5 restarts (the "measured" column).
 
-    python -m bert_jax.paper run experiments/paper/bert_large_glue.py --root runs/paper/base_glue \
+    python -m bert_jax.paper run experiments/paper/bert_large_glue.py --root runs/paper/large_glue \
         --model PATH/bert-large-uncased --data PATH/glue_data
 """
 

@@ -17,6 +17,7 @@ checkpoint, e.g. after a preemption) continues with exactly the batches the unin
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -193,6 +194,9 @@ def _open_metrics(config, setup: _Setup, start_step: int) -> tuple[summaries.Met
   history = summaries.read_metrics(writer.path) if setup.primary and os.path.exists(writer.path) else []
   if setup.primary:
     files.write_json(os.path.join(setup.workdir, "config.json"), json.loads(config.to_json()))
+    if start_step < setup.total_steps:  # a result.json left by an earlier run is not this run's (yet)
+      with contextlib.suppress(FileNotFoundError):
+        os.remove(os.path.join(setup.workdir, "result.json"))
   return writer, history
 
 

@@ -112,8 +112,12 @@ def test_resume_after_preemption_is_exact(tiny_setup, tmp_path, monkeypatch):
 
   original = checkpointing.Checkpointer.reached_preemption
   monkeypatch.setattr(checkpointing.Checkpointer, "reached_preemption", lambda self, step: step == 7)
+  # A result.json left in the folder by an earlier run: a run stopped before its end must not look finished.
+  (tmp_path / "resumed").mkdir()
+  (tmp_path / "resumed" / "result.json").write_bytes((tmp_path / "straight" / "result.json").read_bytes())
   first = finetune.finetune_and_evaluate(config, str(tmp_path / "resumed"))
   assert first == {"preempted": True, "step": 7}
+  assert not (tmp_path / "resumed" / "result.json").exists()
   monkeypatch.setattr(checkpointing.Checkpointer, "reached_preemption", original)
   second = finetune.finetune_and_evaluate(config, str(tmp_path / "resumed"))
   assert not second["preempted"] and second["step"] == 20

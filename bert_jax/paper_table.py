@@ -256,12 +256,16 @@ def gather(
   if note:
     notes.insert(0, note)
   rows = [_row(ref, tasks[ref["run"]]) for ref in table.references[size] if ref["run"] in tasks]
+  # What the runs were told beyond the table's recipe (where they read and how they ran aside): a table says so.
+  ignored = tuple(f"--config.{k}{end}" for k in WHERE + HOW for end in ("=", "."))
+  changes = [a for a in extra if not a.startswith(ignored)]
   return {
     "table": table.name,
     "title": table.title + (f" - measured on {measured}, NOT the paper's model" if note else ""),
     "model": measured,
     "size": size,
     "notes": notes,
+    "changes": changes,
     "target": table.target,
     "root": root,
     "gathered": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
@@ -333,6 +337,9 @@ def render(gathered: dict) -> str:
     "",
   ]
   lines += [f"**Note:** {n}." for n in gathered["notes"]] + ([""] if gathered["notes"] else [])
+  if gathered.get("changes"):
+    items = " ".join(f"`{c}`" for c in gathered["changes"])
+    lines += [f"**Changed from the table's recipe** (these runs are not the paper's setting): {items}", ""]
   lines += _table_lines(rows, gathered["root"])
   if apart:
     lines += [

@@ -231,6 +231,8 @@ def test_table_runs_end_to_end_on_each_data_format(fmt, model_dir, tmp_path, mon
     )
   md = (root / "table.md").read_text()
   assert "NOT the paper's model" in md and "## Sources" in md
+  # Every setting the runs were given beyond the recipe is named in the table (the model's path is not one).
+  assert "**Changed from the table's recipe**" in md and "`--config.epochs=1`" in md and "init_from" not in md
   assert f"`{task}`" in md
   if fmt == "glue_tsv":
     _check_gather_refuses_what_it_cannot_vouch_for(root, argv, capsys)

@@ -149,6 +149,29 @@ def test_a_failing_worker_names_the_chunk_and_its_first_document(tmp_path, vocab
   assert not (tmp_path / "data").exists() and len(list(tmp_path.glob("data.partial-*"))) == 1
 
 
+class DyingTokenizer(Tokenizer):
+  """Kills the spawned worker process that uses it, as the OOM killer would; slow in the runner's own process, so
+  that the worker starts and takes a chunk before the runner has built them all."""
+
+  def __call__(self, texts, *args, **kwargs):
+    import multiprocessing
+    import time
+
+    if multiprocessing.parent_process() is not None:
+      os._exit(3)
+    time.sleep(1.5)
+    return super().__call__(texts, *args, **kwargs)
+
+
+def test_a_worker_process_that_dies_stops_the_build_naming_its_chunks(tmp_path, vocab_file):
+  tokenizer = DyingTokenizer.from_vocab(vocab_file)
+  with pytest.raises(
+    build_lib.BuildError, match=r"a worker process died \(exit code 3\) while building one of: chunk"
+  ):
+    _build(tmp_path / "data", vocab_file, tokenizer=tokenizer, workers=2)
+  assert not (tmp_path / "data").exists()
+
+
 def test_workers_setting(caplog):
   assert build_lib.resolve_workers(0) == build_lib.available_cores()
   assert build_lib.resolve_workers(1) == 1

@@ -20,13 +20,13 @@ rename: the records are serialized once, in parallel, and never read again by th
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import dataclasses
 import json
 import logging
 import multiprocessing
 import os
+import queue
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -327,15 +327,13 @@ def build_shards(
   progress: Progress,
 ) -> dict[str, int]:
   """Every chunk `mine` accepts, built into its shard file unless it is there already; returns the number of
-  chunks of each split in the whole plan (every process's). With workers > 1 this process is one of them:
-  workers - 1 spawned processes take chunks from a short queue, and this process builds the next chunk itself
-  whenever the queue is full. The spawned workers start with the second chunk to build: a corpus of one chunk is
-  built here, without their start-up."""
+  chunks of each split in the whole plan (every process's). With workers > 1 this process is one of them (see
+  `_Helpers`). The spawned workers start with the second chunk to build: a corpus of one chunk is built here,
+  without their start-up."""
   _init_worker(tokenizer, config, names, partial_dir)
   planned: dict[str, int] = {}
   first: Chunk | None = None  # held until a second chunk shows that starting the workers pays
-  pool = None
-  in_flight: dict[concurrent.futures.Future, Chunk] = {}
+  helpers: _Helpers | None = None
   try:
     for chunk in chunks:
       planned[chunk.split] = chunk.index + 1
@@ -344,34 +342,103 @@ def build_shards(
       if workers == 1:
         _run_here(chunk, progress)
         continue
-      if pool is None and first is None:
+      if helpers is None and first is None:
         first = chunk
         continue
-      if pool is None:
-        pool = concurrent.futures.ProcessPoolExecutor(
-          workers - 1,
-          mp_context=multiprocessing.get_context("spawn"),
-          initializer=_init_worker,
-          # The engine's threads share the cores out between the processes: more would only wait on each other.
-          initargs=(tokenizer, config, names, partial_dir, max(1, available_cores() // workers)),
-        )
-        in_flight[pool.submit(_run_chunk, first)] = first
+      if helpers is None:
+        # The engine's threads share the cores out between the processes: more would only wait on each other.
+        initargs = (tokenizer, config, names, partial_dir, max(1, available_cores() // workers))
+        helpers = _Helpers(workers - 1, initargs, progress)
+        helpers.give(first)
         first = None
-      _collect(in_flight, progress, concurrent.futures.FIRST_COMPLETED, timeout=0)
-      # Bounded (memory follows the workers, not the corpus): two per spawned worker (the one it builds and the
-      # next) keep it busy while this process builds.
-      if len(in_flight) < 2 * (workers - 1):
-        in_flight[pool.submit(_run_chunk, chunk)] = chunk
-      else:
-        _run_here(chunk, progress)
+      helpers.give(chunk)
     if first is not None:
       _run_here(first, progress)
-    while in_flight:
-      _collect(in_flight, progress, concurrent.futures.ALL_COMPLETED)
+    if helpers is not None:
+      helpers.finish()
   finally:
-    if pool is not None:
-      pool.shutdown(wait=True, cancel_futures=True)
+    if helpers is not None:
+      helpers.close()
   return planned
+
+
+def _helper_loop(tasks, results, initargs) -> None:
+  """A spawned worker: chunks from `tasks` until None, each one's outcome to `results`."""
+  _init_worker(*initargs)
+  while (chunk := tasks.get()) is not None:
+    try:
+      results.put(("done", chunk.split, chunk.index, _run_chunk(chunk)))
+    except Exception as e:  # noqa: BLE001  (sent to the parent, which names the chunk and stops the build)
+      results.put(("failed", chunk.split, chunk.index, f"{type(e).__name__}: {e}"))
+
+
+class _Helpers:
+  """workers - 1 spawned processes and this one, building chunks from one queue: this process hands chunks out
+  while at most two per helper wait, builds the next one itself when that many do, and once every chunk is
+  handed out takes back the queued ones no helper has started, so the build ends with every process busy.
+  Memory follows the number of processes and the chunk size, not the corpus."""
+
+  def __init__(self, count: int, initargs: tuple, progress: Progress):
+    context = multiprocessing.get_context("spawn")  # fork would copy the runner's JAX threads broken
+    self.tasks, self.results, self.progress = context.Queue(), context.Queue(), progress
+    self.waiting: dict[tuple[str, int], Chunk] = {}  # handed out, no outcome yet
+    self.limit = 2 * count
+    self.processes = [
+      context.Process(target=_helper_loop, args=(self.tasks, self.results, initargs), daemon=True)
+      for _ in range(count)
+    ]
+    for process in self.processes:
+      process.start()
+
+  def give(self, chunk: Chunk) -> None:
+    self._collect(block=False)
+    if len(self.waiting) >= self.limit:
+      _run_here(chunk, self.progress)
+      return
+    self.waiting[chunk.split, chunk.index] = chunk
+    self.tasks.put(chunk)
+
+  def finish(self) -> None:
+    """Builds here what no helper has taken, then waits for the helpers' outcomes."""
+    while True:
+      try:
+        chunk = self.tasks.get(timeout=0.05)
+      except queue.Empty:
+        break
+      del self.waiting[chunk.split, chunk.index]
+      _run_here(chunk, self.progress)
+    while self.waiting:
+      self._collect(block=True)
+
+  def _collect(self, block: bool) -> None:
+    while self.waiting:
+      try:
+        outcome, split, index, value = self.results.get(timeout=1.0 if block else 0.0)
+      except queue.Empty:
+        self.progress.maybe_print()
+        dead = [p.exitcode for p in self.processes if p.exitcode is not None]
+        if dead:
+          chunks = ", ".join(c.describe() for c in self.waiting.values())
+          raise BuildError(f"a worker process died (exit code {dead[0]}) while building one of: {chunks}")
+        if not block:
+          return
+        continue
+      chunk = self.waiting.pop((split, index))
+      if outcome == "failed":
+        raise BuildError(f"building {chunk.describe()} failed: {value}")
+      self.progress.done(value)
+      if block:
+        return
+
+  def close(self) -> None:
+    for _ in self.processes:
+      with contextlib.suppress(Exception):
+        self.tasks.put(None)
+    for process in self.processes:
+      process.join(timeout=5)
+      if process.is_alive():  # a build that failed elsewhere: its chunk is not worth waiting for
+        process.terminate()
+        process.join()
 
 
 def _reused(chunk: Chunk, partial_dir: str, progress: Progress) -> bool:
@@ -389,26 +456,6 @@ def _run_here(chunk: Chunk, progress: Progress) -> None:
   except Exception as e:
     raise BuildError(f"building {chunk.describe()} failed: {type(e).__name__}: {e}") from e
   progress.done(counts)
-
-
-def _collect(in_flight: dict, progress: Progress, when, timeout: float | None = None) -> None:
-  if not in_flight:
-    return
-  done, _ = concurrent.futures.wait(
-    list(in_flight), timeout=progress.every if timeout is None else timeout, return_when=when
-  )
-  progress.maybe_print()
-  for future in done:
-    chunk = in_flight.pop(future)
-    try:
-      counts = future.result()
-    except concurrent.futures.process.BrokenProcessPool as e:
-      raise BuildError(
-        f"a worker process died while building {chunk.describe()} (or a chunk beside it): {e}"
-      ) from e
-    except Exception as e:
-      raise BuildError(f"building {chunk.describe()} failed: {type(e).__name__}: {e}") from e
-    progress.done(counts)
 
 
 # -------------------------------------------------------------------------------------------------

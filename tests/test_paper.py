@@ -235,7 +235,35 @@ def test_table_runs_end_to_end_on_each_data_format(fmt, model_dir, tmp_path, mon
   assert "**Changed from the table's recipe**" in md and "`--config.epochs=1`" in md and "init_from" not in md
   assert f"`{task}`" in md
   if fmt == "glue_tsv":
+    _check_test_submission(root, tmp_path)
     _check_gather_refuses_what_it_cannot_vouch_for(root, argv, capsys)
+
+
+def _check_test_submission(root, tmp_path):
+  """A run's export and GLUE's own test file give the server's file: one row per test row, in its order, with its
+  index and the model's labels as the server's 0/1 (python -m bert_jax.glue --model --test)."""
+  from bert_jax import glue
+  from bert_jax.predictor import Predictor
+
+  test = tmp_path / "MRPC_test.tsv"
+  test.write_text(
+    "index\t#1 ID\t#2 ID\t#1 String\t#2 String\n"
+    + "".join(
+      f"{i}\t{i}\t{i + 9}\t{a}\t{b}\n" for i, (a, b) in enumerate([("the day", "a day"), ("it is", "it")])
+    ),
+    encoding="utf-8",
+  )
+  export, out = str(root / "mrpc" / "lr0.003_seed0" / "export"), tmp_path / "MRPC.tsv"
+  assert glue.main(["--task", "mrpc", "--model", export, "--test", str(test), "--out", str(out)]) == 0
+  labels = [
+    p["label"] for p in Predictor.from_pretrained(export).predict(["the day", "it is"], ["a day", "it"])
+  ]
+  server = {"not_equivalent": "0", "equivalent": "1"}
+  assert out.read_text().splitlines() == ["index\tprediction"] + [
+    f"{i}\t{server[x]}" for i, x in enumerate(labels)
+  ]
+  stsb = tmp_path / "STS-B_test.tsv"
+  assert glue.main(["--task", "stsb", "--model", export, "--test", str(test), "--out", str(stsb)]) == 2
 
 
 def _check_gather_refuses_what_it_cannot_vouch_for(root, argv, capsys):

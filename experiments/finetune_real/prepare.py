@@ -21,19 +21,15 @@ from bert_jax import files  # noqa: E402
 SQUAD_TRAIN_ARTICLES = 36
 
 
-def split_squad(src: str, out_dir: str) -> None:
+def split_squad(src: str, out_dir: str, names=("squad_train.json", "squad_eval.json")) -> None:
+  """Articles 0-35 to names[0], the rest to names[1], in out_dir."""
   with open(src, encoding="utf-8") as f:
     data = json.load(f)
   articles = data["data"]
-  for name, part in (
-    ("squad_train", articles[:SQUAD_TRAIN_ARTICLES]),
-    ("squad_eval", articles[SQUAD_TRAIN_ARTICLES:]),
-  ):
+  for name, part in zip(names, (articles[:SQUAD_TRAIN_ARTICLES], articles[SQUAD_TRAIN_ARTICLES:])):
     questions = sum(len(p["qas"]) for a in part for p in a["paragraphs"])
-    files.write_json(
-      os.path.join(out_dir, f"{name}.json"), {"version": data.get("version", "1.1"), "data": part}
-    )
-    print(f"{name}.json: {len(part)} articles, {questions} questions")
+    files.write_json(os.path.join(out_dir, name), {"version": data.get("version", "1.1"), "data": part})
+    print(f"{os.path.join(out_dir, name)}: {len(part)} articles, {questions} questions")
 
 
 def split_lines(src: str, out_dir: str, name: str) -> None:
